@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the norm family."""
+
+__all__: list[str] = []

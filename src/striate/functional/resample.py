@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the resample family."""
+
+__all__: list[str] = []
