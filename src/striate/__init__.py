@@ -9,8 +9,8 @@ import numpy as _np
 
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .gradcheck import GradcheckError, gradcheck
-from . import functional
-from . import nn
+from . import functional, nn, random
+from .random import manual_seed
 
 float32 = _np.float32
 float64 = _np.float64
@@ -20,5 +20,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck",
-    "GradcheckError", "functional", "nn", "float32", "float64", "int64",
+    "GradcheckError", "functional", "nn", "random", "manual_seed", "float32", "float64", "int64",
 ]
