@@ -441,11 +441,11 @@ def test_idx_truncated_gzip_and_directory_errors(tmp_path):
     (d / "train-images-idx3-ubyte.gz").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip"):
         D.idx_dataset(d)
-    # a test label the training set never had
+    # MNIST-style sets have ten classes: a label of 12 is corruption, not an eleventh class
     d2 = tmp_path / "m2"
-    _write_mnist_dir(d2, n_train=5)  # train labels 0..4 -> 5 classes
-    D.write_idx(d2 / "t10k-labels-idx1-ubyte", np.array([0, 1, 7, 2, 3], np.uint8))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 7 at index 2 is out of range for 5 classes"):
+    _write_mnist_dir(d2, n_train=5)
+    D.write_idx(d2 / "t10k-labels-idx1-ubyte", np.array([0, 1, 12, 2, 3], np.uint8))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 12 at index 2 is out of range for 10 classes"):
         D.idx_dataset(d2)
     with pytest.raises(DataError, match="no IDX training images"):
         D.idx_dataset(tmp_path)

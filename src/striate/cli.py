@@ -36,7 +36,7 @@ def _cmd_train(args) -> int:
             "lr": args.lr, "optimizer": args.optimizer, "momentum": args.momentum,
             "weight_decay": args.weight_decay, "scheduler": args.scheduler, "seed": args.seed,
             "val_fraction": args.val_fraction, "checkpoint_every": args.checkpoint_every,
-            "early_stopping": args.early_stopping, "out": args.out,
+            "early_stopping": args.early_stopping, "out": args.out, "augment": args.augment,
         }
         result = train_run(config, progress=progress)
     ev = result["eval"]
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out fraction for sources without a test split")
     t.add_argument("--checkpoint-every", type=int, default=DEFAULTS["checkpoint_every"],
                    help="also checkpoint every N steps (0: only at epoch ends)")
+    t.add_argument("--augment", default=DEFAULTS["augment"], help="none | shift:K (random translation by up to K px)")
     t.add_argument("--early-stopping", type=int, default=DEFAULTS["early_stopping"], metavar="PATIENCE")
     t.add_argument("--out", default=None, help="output directory (default runs/MODEL-DATA-TIME)")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")

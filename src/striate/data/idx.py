@@ -180,8 +180,9 @@ def idx_dataset(directory, *, num_classes: int | None = None):
     train if ``train``.  EMNIST files (names starting ``emnist``) are transposed upright.
 
     Returns ``(train, test)`` :class:`ArrayDataset` s; ``test`` is None when the directory has
-    no test files.  ``num_classes`` defaults to the largest training label + 1; test labels
-    must lie below it.  Class names are the digits, or Fashion-MNIST's when the directory's
+    no test files.  ``num_classes`` defaults to 10 (MNIST, Fashion-MNIST) -- a label outside
+    0..9 is then an error, not a new class -- and, for EMNIST (whose splits have 10 to 62
+    classes), to the largest training label + 1; test labels must lie below it.  Class names are the digits, or Fashion-MNIST's when the directory's
     name mentions "fashion" and there are ten classes.
     """
     directory = Path(directory)
@@ -203,6 +204,8 @@ def idx_dataset(directory, *, num_classes: int | None = None):
         present = found["test", "images"] or found["test", "labels"]
         raise DataError(f"{directory}: test file {present.name} has no matching images/labels partner")
     transpose = found["train", "images"].name.lower().startswith("emnist")
+    if num_classes is None and not transpose:
+        num_classes = 10
     x_tr, y_tr = load_idx(found["train", "images"], found["train", "labels"], num_classes=num_classes, transpose=transpose)
     k = num_classes if num_classes is not None else (int(y_tr.max()) + 1 if len(y_tr) else 0)
     if "fashion" in str(directory.resolve()).lower() and k == 10:

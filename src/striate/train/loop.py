@@ -214,6 +214,7 @@ class Trainer:
                  scheduler=None, scheduler_interval: str = "epoch", out_dir=None,
                  callbacks: Iterable[Callback] = (), progress: bool = True, clip_grad_norm: float | None = None,
                  model_name: str | None = None, model_config: dict | None = None, run_config: dict | None = None,
+                 augment: Callable | None = None, augment_seed: int = 0,
                  log: Callable[[str], None] | None = None, stream=None):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
@@ -226,6 +227,7 @@ class Trainer:
         self.model_name = model_name or getattr(model, "model_name", type(model).__name__)
         self.model_config = model_config if model_config is not None else getattr(model, "model_config", {})
         self.run_config = run_config or {}
+        self.augment, self.augment_seed = augment, augment_seed
         self.stream = stream if stream is not None else sys.stderr
         self.log = log or (lambda msg: print(msg, file=self.stream, flush=True))
         self.epoch = 0  # completed epochs
@@ -237,8 +239,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, images, labels) -> tuple[float, int]:
-        """Forward, NaN guard, backward, optimizer step; returns (loss, number correct)."""
-        loss, logits = _loss_and_logits(self.model, self.loss_fn, images, labels)
+        """Forward, NaN guard, backward, optimizer step; returns (loss, number correct).
+
+        With ``augment``, the batch is first transformed with a generator seeded by
+        (``augment_seed``, global step): random, yet a pure function of the position in the run,
+        so a resumed run draws exactly the same transformations.
+        """
+        if self.augment is not None:
+            images = self.augment(np.asarray(images), np.random.default_rng([self.augment_seed, self.step]))
+        # Overflow in a diverging run is reported once, by the guard below, not as NumPy warnings.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss, logits = _loss_and_logits(self.model, self.loss_fn, images, labels)
         value = float(loss.item())
         if not math.isfinite(value):
             where = f" in {self.out_dir / CHECKPOINT_DIR}" if self.out_dir else ""
@@ -247,7 +258,8 @@ class Trainer:
                 f"the weights were updated and the last good checkpoint{where} is kept (try a lower learning rate)"
             )
         self.optimizer.zero_grad()
-        loss.backward()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss.backward()
         if self.clip_grad_norm is not None:
             from ..nn.utils import clip_grad_norm_
 

@@ -23,6 +23,7 @@ import numpy as np
 from .. import optim
 from .. import random as _random
 from ..data import DataLoader, Normalize, TransformedDataset, get_dataset
+from ..data.transforms import parse_augment
 from ..models import get_model
 from .checkpoint import CheckpointError, has_checkpoint, load_checkpoint
 from .loop import CHECKPOINT_DIR, EarlyStopping, ModelCheckpoint, Trainer, evaluate
@@ -32,7 +33,7 @@ __all__ = ["DEFAULTS", "train_run", "build_model", "load_run", "RunError"]
 DEFAULTS = {
     "model": "lenet5",
     "data": "mnist5k",
-    "epochs": 20,
+    "epochs": 30,
     "batch_size": 64,
     "lr": 2e-3,
     "optimizer": "adamw",
@@ -45,6 +46,7 @@ DEFAULTS = {
     "early_stopping": 0,  # patience in epochs; 0 = off
     "clip_grad_norm": None,
     "prefetch": 2,
+    "augment": "shift:2",  # random translation by up to 2 pixels; "none" to switch off
     "out": None,
 }
 
@@ -66,6 +68,7 @@ def _validate(cfg: dict) -> None:
             raise RunError(f"--{key.replace('_', '-')} must be a positive integer, got {cfg[key]!r}")
     if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
         raise RunError(f"--lr must be positive, got {cfg['lr']!r}")
+    parse_augment(cfg["augment"])  # raises on a bad spec
     if not 0 < cfg["val_fraction"] < 1:
         raise RunError(f"--val-fraction must lie in (0, 1), got {cfg['val_fraction']!r}")
 
@@ -177,7 +180,8 @@ def train_run(config: dict | None = None, *, resume=None, epochs: int | None = N
         callbacks.append(EarlyStopping(patience=cfg["early_stopping"]))
     trainer = Trainer(model, opt, loader, val_loader=val_loader, scheduler=sched, scheduler_interval=interval,
                       out_dir=out, callbacks=callbacks, progress=progress, clip_grad_norm=cfg["clip_grad_norm"],
-                      model_name=cfg["model"], model_config=cfg["model_config"], run_config=cfg, log=log, stream=stream)
+                      model_name=cfg["model"], model_config=cfg["model_config"], run_config=cfg,
+                      augment=parse_augment(cfg.get("augment")), augment_seed=cfg["seed"], log=log, stream=stream)
     if resume is not None:
         trainer.resume()
         trainer.log(f"resumed {out} at epoch {trainer.epoch}, step {trainer.step}")
