@@ -185,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=8)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
+
+    import importlib
+    import pkgutil
+
+    from . import cli_ext
+
+    for info in sorted(pkgutil.iter_modules(cli_ext.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{cli_ext.__name__}.{info.name}").register(sub)
     return parser
 
 
