@@ -28,6 +28,11 @@ def _cmd_train(args) -> int:
     from .train.run import train_run
 
     progress = not args.no_progress
+    if args.task != "classify":
+        import importlib
+
+        task = importlib.import_module(f"striate.tasks.{args.task}")
+        return task.cli_train(args)
     if args.resume:
         result = train_run(resume=args.resume, epochs=args.epochs, progress=progress)
     else:
@@ -142,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (default: LeNet-5 on the 5,000 MNIST digits)")
+    t.add_argument("--task", default="classify", choices=("classify", "segment", "localize"),
+                   help="what to learn: image classes, per-pixel masks, or class + bounding box")
     t.add_argument("--model", default=DEFAULTS["model"], help="model name (see `striate summary --list`)")
     t.add_argument("--data", default=DEFAULTS["data"], help="mnist5k | digits | idx:DIR | cifar:DIR | folder:DIR")
     t.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default {DEFAULTS['epochs']})")
