@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import striate
 import striate.functional as F
 from harness import assert_close_torch, needs_torch, torch
 from opinfo.conv import conv_fan_in, conv_transpose_fan_in, torch_conv, torch_conv_transpose
@@ -475,3 +476,39 @@ def test_empty_batch_matches_torch():
         ty, tgrads = _run_torch(tfn, x, w, None, np.zeros(y.shape), stride=2)
         assert y.shape == ty.shape and grads[0].shape == x.shape
         np.testing.assert_array_equal(grads[1], tgrads[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stride=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    size=st.tuples(st.integers(6, 11), st.integers(6, 11)),
+    one_d=st.booleans(),
+)
+def test_strided_conv_equals_downsampled_stride_one_conv(stride, kernel, padding, dilation, size, one_d):
+    """The lecture: convolving with stride S is convolving with stride 1, then dropping S-1 of
+    every S rows and columns; the same holds for every gradient, since downsampling's backward is
+    zero insertion."""
+    rng = np.random.default_rng(sum(stride) * 100 + sum(kernel) * 10 + padding)
+    if one_d:
+        x_np, w_np = rng.standard_normal((2, 3, size[0])), rng.standard_normal((4, 3, kernel[0]))
+        conv, s = F.conv1d, stride[0]
+    else:
+        x_np, w_np = rng.standard_normal((2, 3) + size), rng.standard_normal((4, 3) + kernel)
+        conv, s = F.conv2d, stride
+    if (size[0] + 2 * padding - dilation * (kernel[0] - 1)) < 1 or (
+            not one_d and size[1] + 2 * padding - dilation * (kernel[1] - 1) < 1):
+        return
+    b_np = rng.standard_normal(4)
+    grads = []
+    for build in (lambda x, w, b: conv(x, w, b, stride=s, padding=padding, dilation=dilation),
+                  lambda x, w, b: F.downsample(conv(x, w, b, stride=1, padding=padding, dilation=dilation), s)):
+        x, w, b = (striate.tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
+        y = build(x, w, b)
+        dy = np.random.default_rng(7).standard_normal(y.shape)
+        y.backward(dy)
+        grads.append((y.detach().numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
