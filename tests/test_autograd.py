@@ -244,3 +244,18 @@ def test_tensor_repr_and_item():
     assert "requires_grad=True" in repr(t)
     assert (t * 2).item() == 3.0
     assert isinstance(t, Tensor)
+
+
+def test_activation_methods_match_functional():
+    import striate.functional as F
+
+    x = tensor(np.random.default_rng(0).standard_normal((3, 4)))
+    for name in ("relu", "sigmoid", "tanh"):
+        np.testing.assert_array_equal(getattr(x, name)().numpy(), getattr(F, name)(x).numpy())
+    np.testing.assert_array_equal(x.softmax(1).numpy(), F.softmax(x, dim=1).numpy())
+    np.testing.assert_array_equal(x.log_softmax(0).numpy(), F.log_softmax(x, dim=0).numpy())
+
+
+def test_reduction_dim_out_of_range_names_the_shape():
+    with pytest.raises(IndexError, match=r"dim 3 .*\(2, 3\)"):
+        tensor(np.ones((2, 3))).sum(dim=3)

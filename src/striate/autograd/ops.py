@@ -7,11 +7,11 @@ an axis receives the sum of the gradients of all its copies.
 
 from __future__ import annotations
 
-import builtins
 import numbers
 
 import numpy as np
 
+from ..kernels.shapes import normalize_dim
 from .function import Function
 from .tensor import Tensor, as_array
 
@@ -199,20 +199,18 @@ class Abs(Function):
         return (dy * np.sign(x),)
 
 
-def _axes(dim, ndim):
+def _axes(dim, shape):
+    """The sorted, non-negative axes named by ``dim`` (all axes when None)."""
     if dim is None:
-        return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    for d in dims:
-        if not -ndim <= d < builtins.max(ndim, 1):
-            raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(d % builtins.max(ndim, 1) for d in dims))
+        return tuple(range(len(shape)))
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    return tuple(sorted(normalize_dim(d, shape, "reduction") for d in dims))
 
 
 class Sum(Function):
     @staticmethod
     def forward(ctx, x, *, dim=None, keepdim=False):
-        axes = _axes(dim, x.ndim)
+        axes = _axes(dim, x.shape)
         ctx.shape, ctx.axes, ctx.keepdim = x.shape, axes, keepdim
         return np.asarray(x.sum(axis=axes, keepdims=keepdim))
 
@@ -226,7 +224,7 @@ class Sum(Function):
 class Mean(Function):
     @staticmethod
     def forward(ctx, x, *, dim=None, keepdim=False):
-        axes = _axes(dim, x.ndim)
+        axes = _axes(dim, x.shape)
         ctx.shape, ctx.axes, ctx.keepdim = x.shape, axes, keepdim
         ctx.count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
         return np.asarray(x.mean(axis=axes, keepdims=keepdim))
@@ -243,7 +241,7 @@ class Amax(Function):
 
     @staticmethod
     def forward(ctx, x, *, dim=None, keepdim=False):
-        axes = _axes(dim, x.ndim)
+        axes = _axes(dim, x.shape)
         y = np.max(x, axis=axes, keepdims=True)
         ctx.save(x, y)
         ctx.axes, ctx.keepdim = axes, keepdim

@@ -375,6 +375,27 @@ class Tensor:
         idx = np.argmax(self.data, axis=dim, keepdims=keepdim if dim is not None else False)
         return Tensor._wrap(np.asarray(idx, dtype=np.int64))
 
+    # activations as methods, as on torch.Tensor (the functional ops do the work)
+    def relu(self):
+        from .. import functional as F
+        return F.relu(self)
+
+    def sigmoid(self):
+        from .. import functional as F
+        return F.sigmoid(self)
+
+    def tanh(self):
+        from .. import functional as F
+        return F.tanh(self)
+
+    def softmax(self, dim: int):
+        from .. import functional as F
+        return F.softmax(self, dim=dim)
+
+    def log_softmax(self, dim: int):
+        from .. import functional as F
+        return F.log_softmax(self, dim=dim)
+
     def unsqueeze(self, dim: int):
         shape = list(self.shape)
         dim = dim if dim >= 0 else dim + self.ndim + 1

@@ -34,7 +34,7 @@ import functools
 
 import numpy as np
 
-from .shapes import ShapeError, fmt_shape
+from .shapes import DimError, ShapeError, fmt_shape, normalize_dim
 
 __all__ = [
     "DimError", "normalize_dim",
@@ -63,10 +63,6 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-class DimError(ShapeError, IndexError):
-    """``dim`` does not name an axis of the input (an IndexError as in PyTorch, and a ShapeError)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # validation
 
@@ -87,19 +83,6 @@ def _scalar(value, name: str, op: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
     return float(value)
-
-
-def normalize_dim(dim, shape, op: str) -> int:
-    """``dim`` in ``[-n, n)`` (n = ndim, or 1 for a 0-d input) as a non-negative axis."""
-    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
-    n = max(len(shape), 1)
-    if not -n <= dim < n:
-        raise DimError(
-            f"{op}: dim {dim} is out of range for an input of shape {fmt_shape(shape)} "
-            f"(expected dim in [{-n}, {n - 1}])"
-        )
-    return int(dim) % n
 
 
 # np.where with an unpredictable mask (the sign pattern of activations) runs about ten times

@@ -29,6 +29,8 @@ __all__ = [
     "check_float",
     "check_same_dtype",
     "fmt_shape",
+    "DimError",
+    "normalize_dim",
 ]
 
 
@@ -173,3 +175,20 @@ def ceil_div(a: int, b: int) -> int:
 
 def prod(values: Iterable[int]) -> int:
     return math.prod(int(v) for v in values)
+
+
+class DimError(ShapeError, IndexError):
+    """``dim`` does not name an axis of the input (an IndexError as in PyTorch, and a ShapeError)."""
+
+
+def normalize_dim(dim, shape, op: str) -> int:
+    """``dim`` in ``[-n, n)`` (n = ndim, or 1 for a 0-d input) as a non-negative axis."""
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
+    n = max(len(shape), 1)
+    if not -n <= dim < n:
+        raise DimError(
+            f"{op}: dim {dim} is out of range for an input of shape {fmt_shape(shape)} "
+            f"(expected dim in [{-n}, {n - 1}])"
+        )
+    return int(dim) % n
