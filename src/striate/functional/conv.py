@@ -52,6 +52,23 @@ def _lift2(nd, stride, padding, dilation, extra=None):
     return (1,) + stride, ((0, 0),) + padding, (1,) + dilation, (None if extra is None else (0,) + extra)
 
 
+def _backward_2d(ctx, dy, kernel_backward):
+    """Lift dy to the 2-D batched layout the kernels use, run ``kernel_backward``, and reshape
+    the gradients back to the caller's (possibly 1-D or unbatched) shapes."""
+    nd, unbatched, x_shape, w_shape = ctx.meta
+    if unbatched:
+        dy = dy[None]
+    if nd == 1:
+        dy = dy[:, :, None, :]
+    need = ctx.needs_input_grad + (False,) * (3 - len(ctx.needs_input_grad))
+    dx, dw, db = kernel_backward(dy, ctx.cache, need)
+    return (
+        None if dx is None else dx.reshape(x_shape),
+        None if dw is None else dw.reshape(w_shape),
+        db,
+    )
+
+
 class _Conv(Function):
     @staticmethod
     def forward(ctx, x, w, b=None, *, nd, stride, padding, dilation, groups):
@@ -64,18 +81,7 @@ class _Conv(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        nd, unbatched, x_shape, w_shape = ctx.meta
-        if unbatched:
-            dy = dy[None]
-        if nd == 1:
-            dy = dy[:, :, None, :]
-        need = ctx.needs_input_grad + (False,) * (3 - len(ctx.needs_input_grad))
-        dx, dw, db = K.conv2d_backward(dy, ctx.cache, need)
-        return (
-            None if dx is None else dx.reshape(x_shape),
-            None if dw is None else dw.reshape(w_shape),
-            db,
-        )
+        return _backward_2d(ctx, dy, K.conv2d_backward)
 
 
 class _ConvTranspose(Function):
@@ -89,18 +95,7 @@ class _ConvTranspose(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        nd, unbatched, x_shape, w_shape = ctx.meta
-        if unbatched:
-            dy = dy[None]
-        if nd == 1:
-            dy = dy[:, :, None, :]
-        need = ctx.needs_input_grad + (False,) * (3 - len(ctx.needs_input_grad))
-        dx, dw, db = K.conv_transpose2d_backward(dy, ctx.cache, need)
-        return (
-            None if dx is None else dx.reshape(x_shape),
-            None if dw is None else dw.reshape(w_shape),
-            db,
-        )
+        return _backward_2d(ctx, dy, K.conv_transpose2d_backward)
 
 
 def _conv(nd, input, weight, bias, stride, padding, dilation, groups):
