@@ -30,6 +30,12 @@ import numpy as np
 
 __all__ = ["Function", "Context", "Node", "no_grad", "enable_grad", "is_grad_enabled", "run_backward"]
 
+#: Callables ``observer(fn, args, kwargs, result)`` notified after every ``Function.apply`` with
+#: the Function class, its arguments as given (Tensors or arrays), its keyword arguments and what
+#: ``apply`` returns.  Empty (and then free) except while a tracer such as
+#: :func:`striate.io.export_onnx` records a forward pass; add and remove observers in try/finally.
+observers: list = []
+
 
 class _GradMode(threading.local):
     enabled = True
@@ -150,7 +156,11 @@ class Function:
                 t._node = node
                 t._output_nr = i
                 t.requires_grad = True
-        return tensors[0] if single else tuple(tensors)
+        result = tensors[0] if single else tuple(tensors)
+        if observers:
+            for observer in tuple(observers):
+                observer(cls, args, kwargs, result)
+        return result
 
 
 def _topological_nodes(root_node: Node) -> list[Node]:
