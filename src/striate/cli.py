@@ -33,8 +33,9 @@ def _cmd_train(args) -> int:
 
         task = importlib.import_module(f"striate.tasks.{args.task}")
         return task.cli_train(args)
+    distributed = True if args.distributed else None  # None: data-parallel when launched by mpiexec -n N > 1
     if args.resume:
-        result = train_run(resume=args.resume, epochs=args.epochs, progress=progress)
+        result = train_run(resume=args.resume, epochs=args.epochs, progress=progress, distributed=distributed)
     else:
         config = {
             "model": args.model, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -43,7 +44,9 @@ def _cmd_train(args) -> int:
             "val_fraction": args.val_fraction, "checkpoint_every": args.checkpoint_every,
             "early_stopping": args.early_stopping, "out": args.out, "augment": args.augment,
         }
-        result = train_run(config, progress=progress)
+        result = train_run(config, progress=progress, distributed=distributed)
+    if not result.get("is_main", True):
+        return 0
     ev = result["eval"]
     out = result["out"]
     print(f"held-out accuracy {ev['accuracy']:.2%} (loss {ev['loss']:.4f}, {ev['n']} images)")
@@ -77,7 +80,13 @@ def _cmd_evaluate(args) -> int:
     if args.data:
         cfg["data"] = args.data
     _, held, _, _ = build_data(cfg)
-    result = evaluate(model, DataLoader(held, batch_size=512), num_classes=len(cfg["classes"]))
+    if args.tta:
+        from .invariance import tta_evaluate
+
+        images, labels = held.get_batch(np.arange(len(held)))
+        result = tta_evaluate(model, images, labels, args.tta, num_classes=len(cfg["classes"]))
+    else:
+        result = evaluate(model, DataLoader(held, batch_size=512), num_classes=len(cfg["classes"]))
     print(f"{cfg['model']} on {cfg['data']} held-out split: {result['n']} images")
     print(f"loss {result['loss']:.4f}  accuracy {result['accuracy']:.2%}  top-5 {result['top5']:.2%}")
     for name, acc in zip(cfg["classes"], per_class_accuracy(result["confusion"])):
@@ -118,7 +127,12 @@ def _cmd_predict(args) -> int:
     if args.invert:
         images = 1.0 - images
     norm = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"])
-    probs = predict(model, norm(images))
+    if args.tta:
+        from .invariance import tta_predict
+
+        probs = tta_predict(model, norm(images), args.tta)
+    else:
+        probs = predict(model, norm(images))
     for path, p in zip(args.images, probs):
         k = int(np.argmax(p))
         print(f"{path}: {cfg['classes'][k]} ({p[k]:.1%})")
@@ -163,22 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out fraction for sources without a test split")
     t.add_argument("--checkpoint-every", type=int, default=DEFAULTS["checkpoint_every"],
                    help="also checkpoint every N steps (0: only at epoch ends)")
-    t.add_argument("--augment", default=DEFAULTS["augment"], help="none | shift:K (random translation by up to K px)")
+    t.add_argument("--augment", default=DEFAULTS["augment"],
+                   help="none | comma-separated items, e.g. rotate:15,scale:0.1,elastic:34/4,shift:2,hflip "
+                        "(grammar: docs/invariance.md)")
     t.add_argument("--early-stopping", type=int, default=DEFAULTS["early_stopping"], metavar="PATIENCE")
     t.add_argument("--out", default=None, help="output directory (default runs/MODEL-DATA-TIME)")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI ranks (automatic under mpiexec -n N with N > 1); "
+                        "launch as: mpiexec -n N python -m mpi4py -m striate train ...")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on its held-out split")
     e.add_argument("checkpoint", help="a run directory (or its checkpoint/ folder)")
     e.add_argument("--data", default=None, help="evaluate on another data source")
+    e.add_argument("--tta", default=None, metavar="SPEC",
+                   help="test-time augmentation: average over views, e.g. shift:1 or shift:1,hflip")
     e.add_argument("--confusion", default=None, metavar="PNG", help="write a confusion-matrix plot")
     e.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+")
+    p.add_argument("--tta", default=None, metavar="SPEC",
+                   help="test-time augmentation: average over views, e.g. shift:1 or shift:1,hflip")
     p.add_argument("--invert", action="store_true", help="invert gray levels (dark digits on white paper)")
     p.set_defaults(func=_cmd_predict)
 

@@ -14,6 +14,14 @@ continue with bit-identical losses and weights.  A non-finite loss stops trainin
 optimizer touches the weights (:class:`TrainingDiverged`), so the last checkpoint stays good.
 Ctrl-C (SIGINT) is deferred to the end of the current step, a checkpoint is written, and
 ``KeyboardInterrupt`` is raised.
+
+Data-parallel hooks (used by :mod:`striate.distributed`; all optional, the defaults change
+nothing): ``reduce_stats(loss, correct, n)`` turns a step's local loss, number correct and batch
+size into the global ones before the NaN guard (so every rank stops together and the log shows the
+whole batch); ``backward_fn(loss)`` replaces ``loss.backward()`` and must leave the final (e.g.
+rank-averaged) gradients in ``.grad``; ``is_main=False`` makes a trainer silent -- no progress bar,
+no log lines, no ``log.csv``, no checkpoint files (rank 0 alone writes them) -- and deaf to Ctrl-C
+(rank 0 alone stops, after its checkpoint, which ends the whole job).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..io.safetensors import atomic_write_bytes
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import POINTER_NAME, load_checkpoint, save_checkpoint
 from .metrics import confusion_matrix, topk_accuracy
 
 __all__ = ["Trainer", "TrainingDiverged", "Callback", "EarlyStopping", "ModelCheckpoint", "evaluate", "predict"]
@@ -215,7 +223,10 @@ class Trainer:
                  callbacks: Iterable[Callback] = (), progress: bool = True, clip_grad_norm: float | None = None,
                  model_name: str | None = None, model_config: dict | None = None, run_config: dict | None = None,
                  augment: Callable | None = None, augment_seed: int = 0,
-                 log: Callable[[str], None] | None = None, stream=None):
+                 log: Callable[[str], None] | None = None, stream=None,
+                 backward_fn: Callable[[Tensor], None] | None = None,
+                 reduce_stats: Callable[[float, int, int], tuple[float, int, int]] | None = None,
+                 is_main: bool = True):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.model, self.optimizer, self.train_loader = model, optimizer, train_loader
@@ -236,6 +247,11 @@ class Trainer:
         self.should_stop = False
         self._partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self._interrupted = False
+        self.backward_fn, self.reduce_stats, self.is_main = backward_fn, reduce_stats, bool(is_main)
+        if not self.is_main:
+            self.progress = False
+            self.log = lambda msg: None
+        self.last_batch_size = 0  # samples in the last step's batch (over all ranks when data-parallel)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, images, labels) -> tuple[float, int]:
@@ -251,6 +267,11 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss, logits = _loss_and_logits(self.model, self.loss_fn, images, labels)
         value = float(loss.item())
+        correct = int(np.sum(logits.data.argmax(axis=1) == np.asarray(labels))) if logits.ndim == 2 else 0
+        n = len(labels)
+        if self.reduce_stats is not None:
+            value, correct, n = self.reduce_stats(value, correct, n)
+        self.last_batch_size = n
         if not math.isfinite(value):
             where = f" in {self.out_dir / CHECKPOINT_DIR}" if self.out_dir else ""
             raise TrainingDiverged(
@@ -259,13 +280,15 @@ class Trainer:
             )
         self.optimizer.zero_grad()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            loss.backward()
+            if self.backward_fn is not None:
+                self.backward_fn(loss)
+            else:
+                loss.backward()
         if self.clip_grad_norm is not None:
             from ..nn.utils import clip_grad_norm_
 
             clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.optimizer.step()
-        correct = int(np.sum(logits.data.argmax(axis=1) == np.asarray(labels))) if logits.ndim == 2 else 0
         return value, correct
 
     # ------------------------------------------------------------------ the loop
@@ -291,11 +314,13 @@ class Trainer:
         try:
             for images, labels in loader:
                 t_step = time.perf_counter()
+                self.last_batch_size = len(labels)  # train_step replaces it with the global count
                 loss, correct = self.train_step(images, labels)
                 self.step += 1
-                p["loss_sum"] += loss * len(labels)
+                n = self.last_batch_size
+                p["loss_sum"] += loss * n
                 p["correct"] += correct
-                p["seen"] += len(labels)
+                p["seen"] += n
                 p["time"] += time.perf_counter() - t_step
                 if self.scheduler is not None and self.scheduler_interval == "step":
                     self.scheduler.step()
@@ -344,6 +369,9 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = signal.getsignal(signal.SIGINT)
+        if not self.is_main:  # data-parallel: rank 0 alone stops (after checkpointing), which ends the job
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return lambda: signal.signal(signal.SIGINT, previous)
 
         def handler(signum, frame):
             if self._interrupted:  # a second Ctrl-C: stop now
@@ -368,7 +396,12 @@ class Trainer:
         return self.out_dir / CHECKPOINT_DIR
 
     def save_checkpoint(self) -> Path:
-        """Write everything needed to continue exactly from the current step boundary."""
+        """Write everything needed to continue exactly from the current step boundary.
+
+        Returns the path of ``checkpoint.json``; a trainer with ``is_main=False`` writes nothing.
+        """
+        if not self.is_main:
+            return self.checkpoint_dir / POINTER_NAME
         extra = {
             "history": self.history,
             "partial": dict(self._partial),
@@ -401,7 +434,7 @@ class Trainer:
 
     def write_log(self) -> None:
         """Rewrite ``log.csv`` from the history (atomically, so it always matches a checkpoint)."""
-        if self.out_dir is None or not self.history:
+        if self.out_dir is None or not self.history or not self.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         keys = list(dict.fromkeys(k for r in self.history for k in r))

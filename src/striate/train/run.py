@@ -11,6 +11,10 @@ writes into the output directory::
 
 ``train_run(resume=OUT)`` rebuilds the identical run from the config saved in the checkpoint and
 continues it exactly where it stopped.
+
+Started by ``mpiexec -n N python -m mpi4py -m striate train ...`` (or with ``distributed=True``),
+the run is data-parallel over the MPI ranks (:mod:`striate.distributed`): ``batch_size`` stays
+the global batch, each rank trains on its shard, and rank 0 alone writes files and prints.
 """
 
 from __future__ import annotations
@@ -160,10 +164,20 @@ def _setup(cfg):
 
 
 def train_run(config: dict | None = None, *, resume=None, epochs: int | None = None, progress: bool = True,
-              plots: bool = True, log=None, stream=None) -> dict:
-    """Run (or resume) a training run; returns {'out', 'history', 'eval'}."""
+              plots: bool = True, log=None, stream=None, distributed: bool | None = None) -> dict:
+    """Run (or resume) a training run; returns {'out', 'history', 'eval', 'is_main', ...}.
+
+    ``distributed``: None detects an MPI launch with several ranks, True requires MPI (even one
+    rank), False never uses it.
+    """
+    dist = None
+    if distributed is not False:
+        from ..distributed.run import world_for_run
+
+        dist = world_for_run(distributed)
+    main = dist is None or dist.is_main
     if resume is not None:
-        cfg = load_run(resume)
+        cfg = load_run(resume) if dist is None else dist.from_main(load_run, resume)
         if epochs is not None:
             cfg["epochs"] = epochs
     else:
@@ -178,24 +192,33 @@ def train_run(config: dict | None = None, *, resume=None, epochs: int | None = N
     callbacks = [ModelCheckpoint(every_steps=cfg["checkpoint_every"] or None, every_epochs=1)]
     if cfg["early_stopping"]:
         callbacks.append(EarlyStopping(patience=cfg["early_stopping"]))
-    trainer = Trainer(model, opt, loader, val_loader=val_loader, scheduler=sched, scheduler_interval=interval,
-                      out_dir=out, callbacks=callbacks, progress=progress, clip_grad_norm=cfg["clip_grad_norm"],
-                      model_name=cfg["model"], model_config=cfg["model_config"], run_config=cfg,
-                      augment=parse_augment(cfg.get("augment")), augment_seed=cfg["seed"], log=log, stream=stream)
+    kwargs = dict(val_loader=val_loader, scheduler=sched, scheduler_interval=interval,
+                  out_dir=out, callbacks=callbacks, progress=progress, clip_grad_norm=cfg["clip_grad_norm"],
+                  model_name=cfg["model"], model_config=cfg["model_config"], run_config=cfg,
+                  augment=parse_augment(cfg.get("augment")), augment_seed=cfg["seed"], log=log, stream=stream)
+    if dist is not None:
+        loader, kwargs = dist.prepare(cfg, model, loader, kwargs)
+    trainer = Trainer(model, opt, loader, **kwargs)
     if resume is not None:
-        trainer.resume()
+        if dist is None:
+            trainer.resume()
+        else:  # rank 0 alone reads the checkpoint; dist.sync below copies its state to the others
+            dist.from_main(trainer.resume, share=False)
         trainer.log(f"resumed {out} at epoch {trainer.epoch}, step {trainer.step}")
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
         trainer.log(f"training {cfg['model']} on {cfg['data']} ({len(loader.dataset)} train / "
                     f"{len(val_loader.dataset)} held-out images) for {cfg['epochs']} epochs -> {out}")
+    if dist is not None:
+        dist.sync(trainer)
     history = trainer.fit(cfg["epochs"])
     if trainer.epoch == 0:
         trainer.save_checkpoint()
     result = evaluate(model, val_loader)
-    if plots:
+    if plots and main:
         _write_plots(out, history, model)
-    return {"out": out, "history": history, "eval": result, "config": cfg, "trainer": trainer}
+    return {"out": out, "history": history, "eval": result, "config": cfg, "trainer": trainer, "is_main": main}
 
 
 def first_conv_weight(model):
