@@ -76,6 +76,13 @@ def _cmd_evaluate(args) -> int:
     from .train.metrics import per_class_accuracy
     from .train.run import build_data
 
+    from .train.run import load_run
+
+    task = load_run(args.checkpoint).get("task", "classify")
+    if task != "classify":
+        import importlib
+
+        return importlib.import_module(f"striate.tasks.{task}").cli_evaluate(args)
     model, cfg = _load_for_inference(args.checkpoint)
     if args.data:
         cfg["data"] = args.data
@@ -122,6 +129,8 @@ def _cmd_predict(args) -> int:
     from .train.loop import predict
 
     model, cfg = _load_for_inference(args.checkpoint)
+    if cfg.get("task", "classify") != "classify":
+        raise _UserError(f"{args.checkpoint} is a {cfg['task']} run; use `striate {cfg['task']} RUN IMAGE --out PNG`")
     shape = cfg["input_shape"]
     images = np.stack([_read_image(p, shape) for p in args.images])
     if args.invert:
@@ -164,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", default="classify", choices=("classify", "segment", "localize"),
                    help="what to learn: image classes, per-pixel masks, or class + bounding box")
     t.add_argument("--model", default=DEFAULTS["model"], help="model name (see `striate summary --list`)")
-    t.add_argument("--data", default=DEFAULTS["data"], help="mnist5k | digits | idx:DIR | cifar:DIR | folder:DIR")
+    t.add_argument("--data", default=DEFAULTS["data"], help="mnist5k | digits | idx:DIR | cifar:DIR | folder:DIR; for --task segment|localize: "
+                        "shapes[:opts] | digits-canvas[:opts]")
     t.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default {DEFAULTS['epochs']})")
     t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     t.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate")

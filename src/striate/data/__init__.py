@@ -39,6 +39,7 @@ from .cifar import cifar_dataset, read_cifar_binary, read_cifar_pickle
 from .safe_pickle import RestrictedUnpickler, safe_load, safe_loads
 from .folder import ImageFolder, decode_image, image_folder
 from .datasets import available_datasets, get_dataset, mnist5k, register_dataset, sklearn_digits
+from .synthetic import SyntheticSet, boxes_from_masks, digits_canvas, digits_canvas_split, shapes, shapes_split
 
 __all__ = [
     "DataError",
@@ -50,4 +51,5 @@ __all__ = [
     "RestrictedUnpickler", "safe_load", "safe_loads",
     "ImageFolder", "decode_image", "image_folder",
     "mnist5k", "sklearn_digits", "get_dataset", "register_dataset", "available_datasets",
+    "SyntheticSet", "boxes_from_masks", "digits_canvas", "digits_canvas_split", "shapes", "shapes_split",
 ]

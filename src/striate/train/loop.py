@@ -222,7 +222,7 @@ class Trainer:
                  scheduler=None, scheduler_interval: str = "epoch", out_dir=None,
                  callbacks: Iterable[Callback] = (), progress: bool = True, clip_grad_norm: float | None = None,
                  model_name: str | None = None, model_config: dict | None = None, run_config: dict | None = None,
-                 augment: Callable | None = None, augment_seed: int = 0,
+                 augment: Callable | None = None, augment_seed: int = 0, metric_fn: Callable | None = None,
                  log: Callable[[str], None] | None = None, stream=None,
                  backward_fn: Callable[[Tensor], None] | None = None,
                  reduce_stats: Callable[[float, int, int], tuple[float, int, int]] | None = None,
@@ -239,6 +239,7 @@ class Trainer:
         self.model_config = model_config if model_config is not None else getattr(model, "model_config", {})
         self.run_config = run_config or {}
         self.augment, self.augment_seed = augment, augment_seed
+        self.metric_fn = metric_fn  # (outputs, targets) -> "correct" count; default: argmax hits of (N, K) logits
         self.stream = stream if stream is not None else sys.stderr
         self.log = log or (lambda msg: print(msg, file=self.stream, flush=True))
         self.epoch = 0  # completed epochs
@@ -267,7 +268,10 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss, logits = _loss_and_logits(self.model, self.loss_fn, images, labels)
         value = float(loss.item())
-        correct = int(np.sum(logits.data.argmax(axis=1) == np.asarray(labels))) if logits.ndim == 2 else 0
+        if self.metric_fn is not None:
+            correct = float(self.metric_fn(logits, labels))  # may be fractional (pixel accuracy x batch)
+        else:
+            correct = int(np.sum(logits.data.argmax(axis=1) == np.asarray(labels))) if logits.ndim == 2 else 0
         n = len(labels)
         if self.reduce_stats is not None:
             value, correct, n = self.reduce_stats(value, correct, n)
