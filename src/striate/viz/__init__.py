@@ -12,15 +12,18 @@ raise :class:`ImportError` saying ``pip install 'striate[train]'``.
     filter_grid(weight, path)                     first-layer filters, OIHW, one tile per filter
     feature_maps(activations, path, max_maps=16)  a (C, H, W) activation, one tile per channel
     confusion_matrix_plot(cm, path, class_names)  counts (rows true, columns predicted)
-    explain(model, image, out_dir, ...)           saliency, Grad-CAM, feature maps, filters
-    backward_demo(out_dir)                        the backward of a convolution and pooling, drawn
+    saliency(model, image, target)                d score / d input, by striate's own backward
+    grad_cam(model, image, target, layer)         Grad-CAM at a convolution layer
+
+The submodules ``striate.viz.explain`` (``explain(...)`` writes all of an image's pictures) and
+``striate.viz.backward_demo`` (the backward of a convolution and pooling, drawn and checked)
+hold the rest.
 """
 
 from .confusion import confusion_matrix_plot
 from .curves import plot_curves
 from .filters import feature_maps, filter_grid
-from .explain import explain, grad_cam, layer_activations, saliency
-from .backward_demo import backward_demo
+from .explain import grad_cam, layer_activations, saliency
 
-__all__ = ["plot_curves", "filter_grid", "feature_maps", "confusion_matrix_plot", "explain", "saliency",
-           "grad_cam", "layer_activations", "backward_demo"]
+__all__ = ["plot_curves", "filter_grid", "feature_maps", "confusion_matrix_plot", "saliency", "grad_cam",
+           "layer_activations"]
