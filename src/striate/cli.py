@@ -158,6 +158,7 @@ def _cmd_summary(args) -> int:
         config["num_classes"] = args.num_classes
     if len(shape) == 3:
         config.setdefault("in_channels", shape[0])
+        config.setdefault("input_size", shape[1])
     model = get_model(args.model, **config)
     print(format_summary(summarize(model, shape)))
     return 0

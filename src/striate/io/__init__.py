@@ -19,3 +19,11 @@ __all__ = [
     "save_safetensors", "load_safetensors", "save_state_dict", "load_state_dict_file",
     "SafetensorsError", "atomic_write_bytes", "sweep_stale_temp_files",
 ]
+
+from .onnx_export import OnnxExportError, export_onnx  # noqa: E402  (onnx itself is imported lazily)
+
+__all__ += ["export_onnx", "OnnxExportError"]
+
+from .torch_weights import load_torch_weights, read_torch_state_dict  # noqa: E402
+
+__all__ += ["load_torch_weights", "read_torch_state_dict"]
