@@ -1,5 +1,7 @@
 """Convolution and transposed convolution: forward by im2col + GEMM, backward by the lecture's math.
 
+(The section "How it runs" at the end describes the chunked, multi-core fast path.)
+
 Shapes (NCHW activations, OIHW weights; 1-D ops add a singleton height axis and reuse these)::
 
     conv2d            x (N, C, H, W),  w (O, C/G, K_h, K_w),  b (O,)   -> z (N, O, H_o, W_o)
@@ -30,17 +32,74 @@ Backward, exactly as the lecture derives it:
 The transposed convolution is the adjoint of the convolution with the same weight: its forward is
 the convolution's dX path (with ``output_padding`` extra rows at the end), its dX is the
 convolution's forward applied to dY, and its dW is the same correlation, with x playing dZ.
+
+How it runs (``groups=1``, the fast path)
+----------------------------------------
+The formulas above are computed chunk by chunk (a few images at a time, see
+``kernels/workspace.py``), each chunk's column matrix built into a reused buffer that stays in
+the cache, and the chunks spread over the cores (``kernels/parallel.py``).  Nothing as large as
+the full column matrix is ever allocated, and the forward keeps only ``x`` for the backward (the
+columns are rebuilt chunk by chunk for dW -- one more cheap copy instead of holding ``C*K*K``
+times the input between forward and backward).  Per chunk:
+
+* **forward** -- ``z_chunk = W (O, C*K*K) @ cols_chunk``, copied into ``z[n0:n1]`` with the
+  bias added in the same pass;
+* **dW, db** -- ``dW^T += cols_chunk @ dZ_chunk^T`` and ``db += sum(dZ_chunk)``, one partial per
+  chunk, added in chunk order (deterministic whatever thread ran which chunk);
+* **dX** by one of two algorithms that compute the same sum (:func:`dx_algorithm`):
+
+  - ``"flipped"`` -- the lecture's form above: the full correlation of dZ with the flipped,
+    channel-transposed filters, i.e. the forward kernel applied to dZ.  It is the reference path
+    and the default for **stride 1 and kernels up to 3x3**, where dZ is as large as x and no
+    zero is inserted.
+  - ``"col2im"`` -- the same sum read the other way round, as the adjoint of im2col:
+    ``dcols = W^T (C*K*K, O) @ dZ_chunk``, whose row ``(c, i, j)`` is the gradient reaching
+    ``xpad[.., c, p*S + i*d, q*S + j*d]`` through tap ``(i, j)``, and the ``K*K`` kernel-offset
+    slices of it are added onto dX.  The default for a **stride > 1**, where it skips the
+    ``(S^2 - 1)/S^2`` zeros the flipped form would insert and multiply, and for **kernels larger
+    than 3x3**, where it builds ``C*K*K`` values per output position instead of ``O*K*K`` per
+    input position.
+
+The same numbers can be laid out four ways (:func:`conv_layout` picks one per shape; both
+choices can be forced, and every combination is tested against the naive reference):
+
+* ``"channels_first"`` -- ``im2col``'s ``(C*K*K, n*H_o*W_o)`` matrix, filled tap by tap from
+  the NCHW input (``im2col.im2col_chunk``); the general path (any stride, dilation, padding,
+  and row ranges of a single image when one image exceeds the memory budget).
+* ``"padded_grid"`` -- stride 1: the chunk is laid channel-major on its zero-padded grid
+  (``H_p x W_p`` per image, end to end), and the outputs are computed at *every* grid
+  position, the ones past ``H_o x W_o`` then thrown away.  Tap ``(i, j)`` then reads the grid
+  shifted by ``i*d*W_p + j*d``: each row of the column matrix is one contiguous copy, and the
+  col2im scatter one contiguous add per tap.  It pays ``H_p W_p / (H_o W_o)`` times the
+  arithmetic (1.13 for ResNet's 32x32 maps, 1.07 for VGG's 56x56) and is chosen up to 2x for
+  few channels, up to 1.15x for many.
+* ``"channels_last"`` -- one row of ``K*K*C`` values per output position, built from a
+  zero-padded NHWC copy of the chunk, one copy per kernel row (``im2col.im2col_padded_cl``);
+  the GEMM ``z^T = colsT @ W^T`` with a tall row-major operand runs closest to OpenBLAS's peak.
+  Chosen for 32 channels or more on small maps (ResNet's 32x16x16 and 64x8x8 layers).
+* ``"pointwise"`` -- a **1x1** kernel without padding needs no columns at all:
+  ``z[n] = W (O, C) @ x[n] (C, H_o*W_o)`` is a GEMM per image straight into NCHW (a stride first
+  takes every S-th sample), and ``dX[n] = W^T @ dZ[n]``, ``dW = sum_n dZ[n] @ x[n]^T``.
+
+``groups > 1`` keeps the whole-batch path (one batched GEMM per group over :func:`im2col`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .im2col import im2col
+from . import parallel, workspace
+from .im2col import (col2im_chunk_add, col2im_chunk_add_cl, im2col, im2col_chunk, im2col_chunk_cl, im2col_padded_cl,
+                     pad_into_cl, padded_extent)
 from .resample import upsample_zeros_forward
 from .shapes import ShapeError, check_float, check_same_dtype, effective_kernel, fmt_shape
 
 __all__ = [
+    "DX_ALGORITHMS",
+    "LAYOUTS",
+    "dx_algorithm",
+    "conv_layout",
+    "conv2d_forward_chunked",
     "check_conv_args",
     "check_conv_transpose_args",
     "conv2d_forward",
@@ -178,22 +237,29 @@ def _conv_gemm(x, w, b, stride, padding, dilation, groups):
     return out, cols
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation, groups, *, keep_cols: bool = True):
+def conv2d_forward(x, w, b, stride, padding, dilation, groups, *, keep_cols: bool = True, layout=None):
     """z = conv2d(x, w) + b: ``x (N, C, H, W)``, ``w (O, C/G, K_h, K_w)``, ``b (O,)`` or None.
 
     ``stride``, ``dilation``: 2-tuples; ``padding``: ((lo_h, hi_h), (lo_w, hi_w)).  Returns
     ``(z, cache)`` with ``z (N, O, H_o, W_o)``, ``H_o = floor((H + lo + hi - d(K-1) - 1)/S) + 1``.
-    The cache keeps the column matrix for dW unless ``keep_cols=False`` (then dW rebuilds it).
+    With ``groups=1`` the chunked kernels run (``layout`` forces their column layout, see
+    :func:`conv_layout`) and the cache holds no columns (the backward rebuilds them chunk by
+    chunk); with ``groups > 1`` the cache keeps the whole column matrix
+    for dW unless ``keep_cols=False`` (then dW rebuilds it).
     """
     stride, dilation = tuple(stride), tuple(dilation)
     padding = tuple(tuple(p) for p in padding)
     check_conv_args("conv2d", x, w, b, stride, padding, dilation, groups)
+    if groups == 1:
+        # the chunked path rebuilds columns chunk by chunk in the backward: nothing to keep
+        z = conv2d_forward_chunked(x, w, b, stride, padding, dilation, layout=layout)
+        return z, (x, w, b is not None, None, stride, padding, dilation, groups)
     z, cols = _conv_gemm(x, w, b, stride, padding, dilation, groups)
     cache = (x, w, b is not None, cols if keep_cols else None, stride, padding, dilation, groups)
     return z, cache
 
 
-def _flip_transpose(w, groups):
+def _flip_transpose(w, groups=1):
     """Filters of the dX convolution: within each group swap in/out channels and flip both axes.
 
     ``w (O, C_g, K_h, K_w) -> wflip (C, O_g, K_h, K_w)`` with
@@ -204,7 +270,7 @@ def _flip_transpose(w, groups):
     return np.ascontiguousarray(wt[..., ::-1, ::-1]).reshape(groups * cg, o // groups, kh, kw)
 
 
-def conv2d_backward_data(dz, w, x_shape, stride, padding, dilation, groups):
+def conv2d_backward_data(dz, w, x_shape, stride, padding, dilation, groups, algorithm=None, layout=None):
     """dX of a convolution: the full convolution of dZ with the flipped, transposed filters.
 
     ``dz (N, O, H_o, W_o)``, ``w (O, C/G, K_h, K_w)`` and the forward input's shape ``x_shape``
@@ -220,7 +286,14 @@ def conv2d_backward_data(dz, w, x_shape, stride, padding, dilation, groups):
     Steps 2 and 4 are done together: padding by d*(K-1) and then dropping ``lo`` leading output
     rows is the same as padding by d*(K-1) - lo (a negative amount crops dZ instead), so the
     cropped rows are never computed.
+
+    With ``groups=1`` the chunked kernels compute it, by ``algorithm`` ("flipped": the steps
+    above, "col2im": the sum of kernel-offset slices; ``None``: :func:`dx_algorithm` decides)
+    in ``layout`` (``None``: :func:`conv_layout`).
     """
+    if groups == 1:
+        return _conv_backward_chunked(dz, None, w, tuple(x_shape), stride, padding, dilation, (True, False, False),
+                                      algorithm, layout)[0]
     kernel = w.shape[2:]
     ho_wo = dz.shape[2:]
     hw = x_shape[2:]
@@ -251,10 +324,18 @@ def conv2d_backward_weight(dz, cols, w_shape, groups):
     return dw.reshape(w_shape)
 
 
-def conv2d_backward(dz, cache, need=(True, True, True)):
-    """Gradients of :func:`conv2d_forward`: ``(dx, dw, db)``, None where ``need`` says so."""
+def conv2d_backward(dz, cache, need=(True, True, True), algorithm=None, layout=None):
+    """Gradients of :func:`conv2d_forward`: ``(dx, dw, db)``, None where ``need`` says so.
+
+    ``algorithm`` forces the dX algorithm of the chunked path ("flipped" or "col2im") and
+    ``layout`` its column layout ("channels_first" or "channels_last"); ``None`` lets
+    :func:`dx_algorithm` and :func:`conv_layout` choose per shape (see the module docstring).
+    """
     x, w, has_bias, cols, stride, padding, dilation, groups = cache
     need = tuple(need) + (True,) * (3 - len(need))
+    if groups == 1:
+        return _conv_backward_chunked(dz, x, w, x.shape, stride, padding, dilation,
+                                      (need[0], need[1], need[2] and has_bias), algorithm, layout)
     dx = dw = db = None
     if need[0]:
         dx = conv2d_backward_data(dz, w, x.shape, stride, padding, dilation, groups)
@@ -264,6 +345,655 @@ def conv2d_backward(dz, cache, need=(True, True, True)):
         dw = conv2d_backward_weight(dz, cols, w.shape, groups)
     if need[2] and has_bias:
         db = dz.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------------------------
+# the chunked kernels (groups = 1)
+# --------------------------------------------------------------------------------------------
+
+DX_ALGORITHMS = ("flipped", "col2im")
+# Overflow and NaN in a product propagate silently, as in PyTorch (the loss check reports them);
+# the padded grid also multiplies positions whose results are thrown away.
+_QUIET = {"over": "ignore", "invalid": "ignore"}
+LAYOUTS = ("channels_first", "channels_last", "padded_grid", "pointwise")
+
+
+def dx_algorithm(kernel, stride, dilation) -> str:
+    """The dX algorithm the chunked backward uses for a shape (see the module docstring).
+
+    "flipped" (the lecture's full convolution with flipped filters) for stride 1 and kernels of
+    at most 3x3; "col2im" (summing kernel-offset slices) for strided or larger kernels.
+    """
+    if all(s == 1 for s in stride) and kernel[0] * kernel[1] <= 9:
+        return "flipped"
+    return "col2im"
+
+
+def conv_layout(in_channels: int, kernel, padding, stride=(1, 1), dilation=(1, 1), x_hw=None, out_hw=None) -> str:
+    """The column layout the chunked kernels use for a shape (see the module docstring).
+
+    * "channels_last" (a row of ``K*K*C`` values per output position) for layers with at least
+      32 input channels unless the padded grid below costs under 15%;
+    * "padded_grid" (channel-major columns over the zero-padded grid, every tap one contiguous
+      slice) for stride-1 layers whose grid holds at most 2x as many positions as the output
+      (at most 1.15x with 32 channels or more; ``x_hw`` and ``out_hw`` must be given);
+    * "channels_first" (``im2col``'s ``(C*K*K, positions)`` matrix) otherwise;
+    * "pointwise" for 1x1 kernels without padding: no columns at all, one GEMM per image,
+      ``z[n] = W (O, C) @ x[n] (C, H_o*W_o)``, written straight into NCHW (a forced "pointwise"
+      on another shape falls back to the automatic choice).
+
+    Measured on this project's benchmark shapes: channels-last wins for many channels on small
+    maps (ResNet's 32x16x16 and 64x8x8), the padded grid for large maps (ResNet's 16x32x32, VGG's
+    64x56x56, LeNet), channels-first for strided few-channel layers.
+    """
+    if _is_pointwise(kernel, padding):
+        return "pointwise"
+    grid = None
+    if x_hw is not None and out_hw is not None and _flat_ok(stride, padding):
+        grid = _flat_overhead(x_hw, kernel, padding, dilation, out_hw)
+    if in_channels >= 32:
+        return "padded_grid" if grid is not None and grid <= 1.15 else "channels_last"
+    if grid is not None and grid <= 2.0:
+        return "padded_grid"
+    return "channels_first"
+
+
+def _is_pointwise(kernel, padding) -> bool:
+    """A 1x1 kernel without padding: the convolution is a GEMM over channels per position."""
+    return tuple(kernel) == (1, 1) and all(lo == 0 and hi == 0 for lo, hi in padding)
+
+
+def _out_hw(x_hw, kernel, stride, padding, dilation):
+    return tuple(
+        (n + lo + hi - effective_kernel(k, d)) // s + 1
+        for n, k, s, (lo, hi), d in zip(x_hw, kernel, stride, padding, dilation)
+    )
+
+
+def _subsample(x, stride, out_hw):
+    """``x[:, :, ::S_h, ::S_w]`` cut to the output size (what a 1x1 kernel reads); a view."""
+    (sh, sw), (ho, wo) = stride, out_hw
+    return x[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
+
+
+def _check_choice(name, value, allowed):
+    if value is not None and value not in allowed:
+        raise ValueError(f"conv2d: {name} must be one of {allowed} or None, got {value!r}")
+
+
+def _sum_parts(parts, k):
+    """Sum entry ``k`` of the per-chunk results in chunk order (deterministic)."""
+    total = parts[0][k]
+    for part in parts[1:]:
+        total += part[k]
+    return total
+
+
+def _whole_image_plan(n, per_image, threads):
+    """Chunks of whole images for the channels-last kernels, or None if one image is over budget."""
+    if per_image * threads > workspace.get_memory_budget():
+        return None
+    return workspace.plan_chunks(n, 1, per_image, threads)
+
+
+def _to_cl(x, n0, n1, dt, name="xh"):
+    """Images n0:n1 of the NCHW array ``x`` copied channels-last, (n, H, W, C), into a buffer."""
+    xh = workspace.buffer(name, (n1 - n0,) + x.shape[2:] + (x.shape[1],), dt)
+    np.copyto(xh, x[n0:n1].transpose(0, 2, 3, 1))
+    return xh
+
+
+def _padded_hw(hw, kernel, stride, padding, dilation, out_hw):
+    return tuple(
+        padded_extent(n, k, s, d, max(lo, 0), o)
+        for n, k, s, d, (lo, _), o in zip(hw, kernel, stride, dilation, padding, out_hw)
+    )
+
+
+def _cl_columns_elems(hw, c, kernel, stride, padding, dilation, out_hw):
+    """Elements of the buffers :func:`_cl_columns` fills for one image."""
+    p = out_hw[0] * out_hw[1]
+    if _is_pointwise(kernel, padding):
+        return p * c
+    hp, wp = _padded_hw(hw, kernel, stride, padding, dilation, out_hw)
+    return hp * wp * c + p * kernel[0] * kernel[1] * c
+
+
+def _cl_columns(x, n0, n1, kernel, stride, padding, dilation, out_hw, dt, channels_last_src=False, name="colsT"):
+    """Channels-last column matrix of images n0:n1 of ``x``: ``(n*H_o*W_o, K_h*K_w*C)``.
+
+    ``x`` is NCHW, or NHWC when ``channels_last_src``.  A 1x1 kernel without padding needs no
+    columns: the (strided) samples, channels-last, are the matrix.  With non-negative padding
+    the chunk is copied into a zero-padded channels-last buffer and each kernel row is one copy
+    (:func:`im2col_padded_cl`); a crop takes the general per-tap path of :func:`im2col_chunk_cl`.
+    """
+    nb = n1 - n0
+    c = x.shape[3] if channels_last_src else x.shape[1]
+    hw = x.shape[1:3] if channels_last_src else x.shape[2:]
+    if _is_pointwise(kernel, padding) and not channels_last_src:
+        return _to_cl(_subsample(x, stride, out_hw), n0, n1, dt).reshape(nb * out_hw[0] * out_hw[1], c)
+    out = workspace.buffer(name, (nb,) + tuple(out_hw) + tuple(kernel) + (c,), dt)
+    if all(lo >= 0 for lo, _ in padding):
+        xp = workspace.buffer(name + "_pad", (nb,) + _padded_hw(hw, kernel, stride, padding, dilation, out_hw) + (c,),
+                              dt)
+        pad_into_cl(x[n0:n1], xp, (padding[0][0], padding[1][0]), channels_last_src)
+        return im2col_padded_cl(xp, out, stride, dilation)
+    xh = x[n0:n1] if channels_last_src else _to_cl(x, n0, n1, dt)
+    return im2col_chunk_cl(xh, out, kernel, stride, padding, dilation)
+
+
+# ---- the padded-grid ("flat") variant of the channels-first columns (stride 1)
+
+
+def _flat_ok(stride, padding) -> bool:
+    return all(s == 1 for s in stride) and all(lo >= 0 for lo, _ in padding)
+
+
+def _flat_geometry(hw, kernel, padding, dilation, out_hw):
+    """Padded grid (H_p, W_p) of one image, the trailing slack a chunk needs, and each tap's
+    offset ``i*d_h*W_p + j*d_w`` in the flattened grid."""
+    hp, wp = _padded_hw(hw, kernel, (1, 1), padding, dilation, out_hw)
+    (kh, kw), (dh, dw) = kernel, dilation
+    offsets = tuple(i * dh * wp + j * dw for i in range(kh) for j in range(kw))
+    return hp, wp, offsets[-1], offsets, kw, dw
+
+
+def _flat_overhead(hw, kernel, padding, dilation, out_hw) -> float:
+    """Columns of the padded grid per real output position."""
+    hp, wp = _flat_geometry(hw, kernel, padding, dilation, out_hw)[:2]
+    return hp * wp / (out_hw[0] * out_hw[1])
+
+
+def _flat_fill(src, n0, n1, lo_hw, geom, dt, name):
+    """Images n0:n1 of the NCHW ``src``, channel-major on the zero-padded grid: a buffer
+    ``(C, n*H_p*W_p + slack)`` whose row c is the images' padded planes end to end."""
+    hp, wp, slack = geom[:3]
+    c, h, w = src.shape[1:]
+    nb = n1 - n0
+    buf = workspace.buffer(name, (c, nb * hp * wp + slack), dt)
+    grid = buf[:, : nb * hp * wp].reshape(c, nb, hp, wp)
+    lo_h, lo_w = lo_hw
+    if lo_h:
+        grid[:, :, :lo_h] = 0
+    if lo_h + h < hp:
+        grid[:, :, lo_h + h:] = 0
+    if lo_w:
+        grid[:, :, lo_h:lo_h + h, :lo_w] = 0
+    if lo_w + w < wp:
+        grid[:, :, lo_h:lo_h + h, lo_w + w:] = 0
+    if slack:
+        buf[:, nb * hp * wp:] = 0
+    np.copyto(grid[:, :, lo_h:lo_h + h, lo_w:lo_w + w], src[n0:n1].transpose(1, 0, 2, 3))
+    return buf
+
+
+def _flat_cols(buf, geom, nb, dt, name="cols"):
+    """Column matrix over the padded grid, ``(C*K_h*K_w, n*H_p*W_p)``: row (c, i, j) is row c
+    of the filled buffer shifted by the tap's offset ``i*d_h*W_p + j*d_w``.  The ``K_w`` taps of a
+    kernel row are shifts by ``d_w`` apart, i.e. one strided (overlapping, read-only) view of the
+    buffer: one copy per kernel row.  Column ``(n*H_p + p)*W_p + q`` is the output at (p, q) of
+    image n; those with p >= H_o or q >= W_o are computed and thrown away."""
+    hp, wp, _, offsets, kw, step = geom
+    c = buf.shape[0]
+    kk = len(offsets)
+    length = nb * hp * wp
+    cols = workspace.buffer(name, (c, kk, length), dt)
+    item = buf.itemsize
+    for r in range(0, kk, kw):
+        src = np.lib.stride_tricks.as_strided(buf[:, offsets[r]:], shape=(c, kw, length),
+                                              strides=(buf.strides[0], step * item, item), writeable=False)
+        np.copyto(cols[:, r:r + kw], src)
+    return cols.reshape(c * kk, length)
+
+
+def _flat_forward(x, w2, bias, out, padding, geom, chunks, threads, dt):
+    o = w2.shape[0]
+    hp, wp = geom[:2]
+    ho, wo = out.shape[2:]
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        nb = n1 - n0
+        cols = _flat_cols(_flat_fill(x, n0, n1, (padding[0][0], padding[1][0]), geom, dt, "xflat"), geom, nb, dt)
+        z = np.matmul(w2, cols, out=workspace.buffer("z", (o, nb * hp * wp), dt))
+        zt = z.reshape(o, nb, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+        if bias is not None:
+            np.add(zt, bias, out=out[n0:n1])
+        else:
+            np.copyto(out[n0:n1], zt)
+
+    parallel.run_chunks(work, chunks, threads, _QUIET)
+
+
+def _flat_dz(dz, n0, n1, geom, dt):
+    """dZ of images n0:n1 channel-major on the padded grid, zero at the discarded positions."""
+    hp, wp = geom[:2]
+    o, ho, wo = dz.shape[1:]
+    nb = n1 - n0
+    buf = workspace.buffer("dzflat", (o, nb, hp, wp), dt)
+    if ho < hp:
+        buf[:, :, ho:] = 0
+    if wo < wp:
+        buf[:, :, :ho, wo:] = 0
+    np.copyto(buf[:, :, :ho, :wo], dz[n0:n1].transpose(1, 0, 2, 3))
+    return buf.reshape(o, nb * hp * wp)
+
+
+def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, threads):
+    """Channels-first backward on the padded grid (stride 1): per chunk, dZ is laid on the grid
+    once (zeros where the forward threw outputs away, so they add nothing) and serves
+    ``dW^T += cols @ dZ^T``, db, and -- for col2im -- ``dcols = W^T @ dZ`` whose tap rows are
+    added back onto the grid as contiguous shifted slices.  None if an image is over budget."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    kernel = (kh, kw)
+    ho, wo = dz.shape[2:]
+    dt = dz.dtype
+    need_dx, need_dw, need_db = need
+    ckk = c * kh * kw
+    geom = _flat_geometry((h, wd), kernel, padding, dilation, (ho, wo))
+    hp, wp, slack, offsets = geom[:4]
+    grid = hp * wp
+    by_col2im = need_dx and algorithm == "col2im"
+    per_image = grid * (o + (c + ckk) * need_dw + (ckk + c) * by_col2im) * dt.itemsize
+    plan = _whole_image_plan(n, per_image, threads) if (need_dw or need_db or by_col2im) else []
+    if plan is None:
+        return None
+    lo_h, lo_w = padding[0][0], padding[1][0]
+    dx = dw = db = None
+    if by_col2im:
+        dx = np.empty(x_shape, dtype=dt)
+        w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        nb = n1 - n0
+        length = nb * grid
+        dzf = _flat_dz(dz, n0, n1, geom, dt)
+        part_w = part_b = None
+        if need_dw:
+            cols = _flat_cols(_flat_fill(x, n0, n1, (lo_h, lo_w), geom, dt, "xflat"), geom, nb, dt)
+            part_w = cols @ dzf.T  # (C*K*K, O): this chunk's share of dW^T
+        if need_db:
+            part_b = dzf.sum(axis=1)
+        if by_col2im:
+            dcols = np.matmul(w2t, dzf, out=workspace.buffer("dcols", (ckk, length), dt)).reshape(c, kh * kw, length)
+            acc = workspace.buffer("dxflat", (c, length + slack), dt)
+            acc[...] = 0
+            for t, off in enumerate(offsets):
+                view = acc[:, off:off + length]
+                view += dcols[:, t]
+            grid4 = acc[:, :length].reshape(c, nb, hp, wp)
+            np.copyto(dx[n0:n1], grid4[:, :, lo_h:lo_h + h, lo_w:lo_w + wd].transpose(1, 0, 2, 3))
+        return part_w, part_b
+
+    if plan:
+        parts = parallel.run_chunks(work, plan, threads, _QUIET)
+        if need_dw:
+            dw = np.ascontiguousarray(_sum_parts(parts, 0).T).reshape(w.shape)
+        if need_db:
+            db = _sum_parts(parts, 1)
+    if need_dx and not by_col2im:
+        dx = _dx_flipped(dz, w, x_shape, (1, 1), padding, dilation)
+    return dx, dw, db
+
+
+# ---- 1x1 convolutions without padding: a GEMM per image, no columns
+
+
+def _pointwise_forward(x, w, b, stride, out, threads):
+    """``z[n] = W (O, C) @ xs[n] (C, H_o*W_o)`` with ``xs`` every S-th sample of x (x itself for
+    stride 1), per chunk of images one batched product written straight into ``out``."""
+    n, c = x.shape[:2]
+    o, ho, wo = out.shape[1:]
+    p = ho * wo
+    dt = out.dtype
+    w2 = np.ascontiguousarray(w.reshape(o, c))
+    xs = _subsample(x, stride, (ho, wo))
+    out3 = out.reshape(n, o, p)
+    bias = None if b is None else b.reshape(o, 1)
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        xc = xs[n0:n1]
+        if not xc.flags.c_contiguous:
+            xc = _copy_to(workspace.buffer("pw_x", xc.shape, dt), xc)
+        zc = np.matmul(w2, xc.reshape(n1 - n0, c, p), out=out3[n0:n1])
+        if bias is not None:
+            zc += bias
+
+    parallel.run_chunks(work, workspace.plan_chunks(n, 1, (c + o) * p * dt.itemsize, threads), threads, _QUIET)
+
+
+def _copy_to(dst, src):
+    np.copyto(dst, src)
+    return dst
+
+
+def _pointwise_backward(dz, x, w, x_shape, stride, need, threads):
+    """Gradients of a 1x1 convolution without padding, per image (P = H_o*W_o positions):
+    ``dx[n] = W^T (C, O) @ dz[n] (O, P)`` (scattered back to every S-th sample for a stride),
+    ``dW = sum_n dz[n] (O, P) @ xs[n]^T (P, C)`` (one batched product per chunk, summed), and
+    ``db = sum dz``."""
+    need_dx, need_dw, need_db = need
+    n, c = x_shape[:2]
+    o = w.shape[0]
+    ho, wo = dz.shape[2:]
+    dt = dz.dtype
+    p = ho * wo
+    # with a stride, or trailing input rows no window reached, dX is not dense in x's positions
+    strided = any(s > 1 for s in stride) or tuple(x_shape[2:]) != (ho, wo)
+    w2t = np.ascontiguousarray(w.reshape(o, c).T)
+    dz3 = np.ascontiguousarray(dz).reshape(n, o, p)
+    dx = None
+    if need_dx:
+        dx = np.zeros(x_shape, dtype=dt) if strided else np.empty(x_shape, dtype=dt)
+        dx3 = None if strided else dx.reshape(n, c, p)
+    xs = _subsample(x, stride, (ho, wo)) if need_dw else None
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        nb = n1 - n0
+        part_w = part_b = None
+        if need_dx:
+            if strided:
+                dxc = np.matmul(w2t, dz3[n0:n1], out=workspace.buffer("pw_dx", (nb, c, p), dt))
+                np.copyto(_subsample(dx[n0:n1], stride, (ho, wo)), dxc.reshape(nb, c, ho, wo))
+            else:
+                np.matmul(w2t, dz3[n0:n1], out=dx3[n0:n1])
+        if need_dw:
+            xc = xs[n0:n1]
+            if not xc.flags.c_contiguous:
+                xc = _copy_to(workspace.buffer("pw_x", xc.shape, dt), xc)
+            per = np.matmul(dz3[n0:n1], xc.reshape(nb, c, p).transpose(0, 2, 1),
+                            out=workspace.buffer("pw_dw", (nb, o, c), dt))
+            part_w = per.sum(axis=0)
+        if need_db:
+            part_b = dz3[n0:n1].sum(axis=(0, 2))
+        return part_w, part_b
+
+    parts = parallel.run_chunks(work, workspace.plan_chunks(n, 1, 2 * (c + o) * p * dt.itemsize, threads),
+                                 threads, _QUIET)
+    dw = db = None
+    if need_dw:
+        dw = _sum_parts(parts, 0).reshape(w.shape)
+    if need_db:
+        db = _sum_parts(parts, 1)
+    return dx, dw, db
+
+
+
+def conv2d_forward_chunked(x, w, b, stride, padding, dilation, out_hw=None, layout=None) -> np.ndarray:
+    """``z = conv2d(x, w) + b`` for ``groups=1``, chunk by chunk (unchecked).
+
+    ``padding`` pairs may be negative (crop); ``out_hw`` overrides the output size (the dX
+    convolution, whose trailing padding is implicit); ``layout`` forces the column layout
+    ("channels_first" or "channels_last"; ``None``: :func:`conv_layout`).
+    Returns ``z (N, O, H_o, W_o)``.
+    """
+    _check_choice("layout", layout, LAYOUTS)
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    kernel = (kh, kw)
+    ho, wo = out_hw if out_hw is not None else _out_hw((h, wd), kernel, stride, padding, dilation)
+    dt = np.result_type(x.dtype, w.dtype)
+    out = np.empty((n, o, ho, wo), dtype=dt)
+    if n == 0:
+        return out
+    item = dt.itemsize
+    threads = parallel.get_num_threads()
+    if layout == "pointwise" and not (_is_pointwise(kernel, padding) and out_hw is None):
+        layout = None
+    layout = layout or conv_layout(c, kernel, padding, stride, dilation, (h, wd), (ho, wo))
+    if layout == "pointwise" and out_hw is not None:
+        layout = "channels_last"
+    if layout == "pointwise":
+        _pointwise_forward(x, w, b, stride, out, threads)
+        return out
+    ckk = c * kh * kw
+    plan = None
+    if layout == "channels_last":
+        per_image = (_cl_columns_elems((h, wd), c, kernel, stride, padding, dilation, (ho, wo)) + ho * wo * o) * item
+        plan = _whole_image_plan(n, per_image, threads)
+    if plan is not None:
+        # z^T (n*P, O) = colsT (n*P, K*K*C) @ W^T (K*K*C, O), columns ordered (i, j, c)
+        w2 = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(ckk, o))
+        out3 = out.reshape(n, o, ho * wo)
+        bias = None if b is None else b.reshape(o, 1)
+
+        def work_cl(ch):
+            n0, n1 = ch[:2]
+            cols = _cl_columns(x, n0, n1, kernel, stride, padding, dilation, (ho, wo), dt)
+            z = np.matmul(cols, w2, out=workspace.buffer("z", (cols.shape[0], o), dt))
+            zt = z.reshape(n1 - n0, ho * wo, o).transpose(0, 2, 1)  # NHWC -> NCHW
+            if bias is not None:
+                np.add(zt, bias, out=out3[n0:n1])
+            else:
+                np.copyto(out3[n0:n1], zt)
+
+        parallel.run_chunks(work_cl, plan, threads, _QUIET)
+        return out
+
+    # z_chunk (O, n*P) = W (O, C*K*K) @ cols_chunk (C*K*K, n*P), columns ordered (c, i, j)
+    w2 = np.ascontiguousarray(w.reshape(o, ckk))
+    bias = None if b is None else b.reshape(o, 1, 1)
+    if layout == "padded_grid" and _flat_ok(stride, padding):
+        geom = _flat_geometry((h, wd), kernel, padding, dilation, (ho, wo))
+        plan = _whole_image_plan(n, geom[0] * geom[1] * (ckk + c + o) * item, threads)
+        if plan is not None:
+            _flat_forward(x, w2, bias, out, padding, geom, plan, threads, dt)
+            return out
+
+    def work(ch):
+        n0, n1, r0, r1 = ch
+        nb, rows = n1 - n0, r1 - r0
+        cols = im2col_chunk(x, workspace.buffer("cols", (c, kh, kw, nb, rows, wo), dt),
+                            kernel, stride, padding, dilation, ch)
+        z = np.matmul(w2, cols, out=workspace.buffer("z", (o, nb * rows * wo), dt))
+        zt = z.reshape(o, nb, rows, wo).transpose(1, 0, 2, 3)  # (O, n, ...) -> (n, O, ...)
+        dst = out[n0:n1, :, r0:r1]
+        if bias is not None:
+            np.add(zt, bias, out=dst)
+        else:
+            np.copyto(dst, zt)
+
+    parallel.run_chunks(work, workspace.plan_chunks(n, ho, (ckk + o) * wo * item, threads), threads, _QUIET)
+    return out
+
+
+def _flip_pairs(x_hw, dz_hw, kernel, dilation, padding):
+    """Padding of dZ for the flipped-filter correlation: ``d*(K-1) - lo`` before (negative:
+    a crop), so that exactly the rows of the unpadded input come out; the trailing amount only
+    fixes the output size."""
+    return tuple(
+        (d * (k - 1) - lo, n - m + lo)
+        for n, m, k, d, (lo, _) in zip(x_hw, dz_hw, kernel, dilation, padding)
+    )
+
+
+def _dx_flipped(dz, w, x_shape, stride, padding, dilation, layout=None):
+    """dX as the lecture derives it: the full correlation of (zero-inserted) dZ with the flipped,
+    channel-transposed filters -- the forward kernel applied to dZ."""
+    if any(s > 1 for s in stride):
+        dz, _ = upsample_zeros_forward(dz, tuple(stride))
+    pairs = _flip_pairs(x_shape[2:], dz.shape[2:], w.shape[2:], dilation, padding)
+    return conv2d_forward_chunked(dz, _flip_transpose(w), None, (1, 1), pairs, tuple(dilation),
+                                  out_hw=tuple(x_shape[2:]), layout=layout)
+
+
+def _conv_backward_chunked(dz, x, w, x_shape, stride, padding, dilation, need, algorithm=None, layout=None):
+    """``(dx, dw, db)`` of a ``groups=1`` convolution, chunk by chunk (see the module docstring).
+
+    ``need = (dx, dw, db)``; ``x`` may be None when dW is not needed.  ``algorithm`` forces the
+    dX algorithm ("flipped" or "col2im"), ``layout`` the column layout.
+    """
+    _check_choice("algorithm", algorithm, DX_ALGORITHMS)
+    _check_choice("layout", layout, LAYOUTS)
+    stride, dilation = tuple(stride), tuple(dilation)
+    padding = tuple(tuple(p) for p in padding)
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    kernel = (kh, kw)
+    ho, wo = dz.shape[2:]
+    dt = dz.dtype
+    need_dx, need_dw, need_db = need
+    threads = parallel.get_num_threads()
+    algorithm = algorithm or dx_algorithm(kernel, stride, dilation)
+    if layout == "pointwise" and not _is_pointwise(kernel, padding):
+        layout = None
+    layout = layout or conv_layout(c, kernel, padding, stride, dilation, (h, wd), (ho, wo))
+    if n == 0:
+        return (np.zeros(x_shape, dtype=dt) if need_dx else None,
+                np.zeros(w.shape, dtype=dt) if need_dw else None,
+                np.zeros((o,), dtype=dt) if need_db else None)
+    if layout == "pointwise":
+        return _pointwise_backward(dz, x, w, x_shape, stride, need, threads)
+    if layout == "channels_last":
+        grads = _backward_cl(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, threads)
+        if grads is not None:
+            return grads
+    if layout == "padded_grid" and _flat_ok(stride, padding):
+        grads = _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, threads)
+        if grads is not None:
+            return grads
+    return _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, threads)
+
+
+def _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, threads):
+    """Channels-first backward: pass 1 over chunks of dZ for dW, db (and dX by col2im); pass 2
+    for dX by flipped filters (the forward kernel applied to dZ)."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    kernel = (kh, kw)
+    ho, wo = dz.shape[2:]
+    dt = dz.dtype
+    need_dx, need_dw, need_db = need
+    ckk = c * kh * kw
+    by_col2im = need_dx and algorithm == "col2im"
+    dx = dw = db = None
+    if need_dw or need_db or by_col2im:
+        row_bytes = (o + ckk * need_dw + ckk * by_col2im) * wo * dt.itemsize
+        chunks = workspace.plan_chunks(n, ho, row_bytes, threads)
+        whole_images = all(r0 == 0 and r1 == ho for _, _, r0, r1 in chunks)
+        if by_col2im:
+            dx = np.empty(x_shape, dtype=dt) if whole_images else np.zeros(x_shape, dtype=dt)
+            w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
+
+        def work(ch):
+            n0, n1, r0, r1 = ch
+            nb, rows = n1 - n0, r1 - r0
+            dzt = workspace.buffer("dzt", (o, nb, rows, wo), dt)
+            np.copyto(dzt, dz[n0:n1, :, r0:r1].transpose(1, 0, 2, 3))
+            dz2 = dzt.reshape(o, nb * rows * wo)
+            part_w = part_b = None
+            if need_dw:
+                cols = im2col_chunk(x, workspace.buffer("cols", (c, kh, kw, nb, rows, wo), dt),
+                                    kernel, stride, padding, dilation, ch)
+                part_w = cols @ dz2.T  # (C*K*K, O): this chunk's share of dW^T
+            if need_db:
+                part_b = dz2.sum(axis=1)
+            if by_col2im:
+                dcols = workspace.buffer("dcols", (c, kh, kw, nb, rows, wo), dt)
+                np.matmul(w2t, dz2, out=dcols.reshape(ckk, nb * rows * wo))
+                if whole_images:
+                    dx[n0:n1] = 0
+                col2im_chunk_add(dcols, dx, kernel, stride, padding, dilation, ch)
+            return part_w, part_b
+
+        # row chunks of one image overlap in dX: scatter them from one thread
+        parts = parallel.run_chunks(work, chunks, threads if (whole_images or not by_col2im) else 1, _QUIET)
+        if need_dw:
+            dw = np.ascontiguousarray(_sum_parts(parts, 0).T).reshape(w.shape)
+        if need_db:
+            db = _sum_parts(parts, 1)
+    if need_dx and not by_col2im:
+        dx = _dx_flipped(dz, w, x_shape, stride, padding, dilation)
+    return dx, dw, db
+
+
+def _backward_cl(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, threads):
+    """Channels-last backward, one pass over chunks of whole images; dZ is made channels-last
+    once per chunk and serves dW (``dZ^T @ colsT``), db and dX.  None if an image is over budget."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    kernel = (kh, kw)
+    ho, wo = dz.shape[2:]
+    p = ho * wo
+    dt = dz.dtype
+    need_dx, need_dw, need_db = need
+    ckk = c * kh * kw
+    pointwise = _is_pointwise(kernel, padding)
+    if need_dx and not pointwise and algorithm == "flipped" and any(s > 1 for s in stride):
+        # the zero-inserted form (a reference path, never chosen by default): dW/db here, dX there
+        dw_db = _backward_cl(dz, x, w, x_shape, stride, padding, dilation, (False, need[1], need[2]),
+                             algorithm, threads)
+        if dw_db is None:
+            return None
+        return _dx_flipped(dz, w, x_shape, stride, padding, dilation, "channels_last"), dw_db[1], dw_db[2]
+    flipped = need_dx and not pointwise and algorithm == "flipped"
+    by_col2im = need_dx and not pointwise and not flipped
+    per_image = p * o
+    if need_dw:
+        per_image += _cl_columns_elems((h, wd), c, kernel, stride, padding, dilation, (ho, wo))
+    if by_col2im:
+        per_image += p * ckk + h * wd * c
+    if flipped:
+        pairs = _flip_pairs((h, wd), (ho, wo), kernel, dilation, padding)
+        per_image += _cl_columns_elems((ho, wo), o, kernel, (1, 1), pairs, dilation, (h, wd)) + h * wd * c
+    if pointwise and need_dx:
+        per_image += p * c
+    plan = _whole_image_plan(n, per_image * dt.itemsize, threads)
+    if plan is None:
+        return None
+    w2 = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(ckk, o))  # (i, j, c) x O
+    w2t = np.ascontiguousarray(w2.T)
+    if flipped:
+        wf = _flip_transpose(w)  # (C, O, K_h, K_w)
+        wf2 = np.ascontiguousarray(wf.transpose(2, 3, 1, 0).reshape(kh * kw * o, c))
+    strided_dx = pointwise and (any(s > 1 for s in stride) or (h, wd) != (ho, wo))
+    dx = None
+    if need_dx:
+        dx = np.zeros(x_shape, dtype=dt) if strided_dx else np.empty(x_shape, dtype=dt)
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        nb = n1 - n0
+        dzh = workspace.buffer("dzh", (nb, ho, wo, o), dt)
+        np.copyto(dzh, dz[n0:n1].transpose(0, 2, 3, 1))
+        dz2 = dzh.reshape(nb * p, o)
+        part_w = part_b = None
+        if need_dw:
+            cols = _cl_columns(x, n0, n1, kernel, stride, padding, dilation, (ho, wo), dt)
+            part_w = cols.T @ dz2  # (K*K*C, O): this chunk's share of dW^T, taps (i, j, c)
+        if need_db:
+            part_b = dz2.sum(axis=0)
+        if need_dx:
+            if pointwise:
+                dxh = np.matmul(dz2, w2t, out=workspace.buffer("dxT", (nb * p, c), dt))
+                src = dxh.reshape(nb, ho, wo, c).transpose(0, 3, 1, 2)
+                dst = _subsample(dx[n0:n1], stride, (ho, wo)) if strided_dx else dx[n0:n1]
+                np.copyto(dst, src)
+            elif flipped:
+                colsz = _cl_columns(dzh, 0, nb, kernel, (1, 1), pairs, dilation, (h, wd), dt,
+                                    channels_last_src=True, name="colsZ")
+                dxt = np.matmul(colsz, wf2, out=workspace.buffer("dxT", (nb * h * wd, c), dt))
+                np.copyto(dx[n0:n1].reshape(nb, c, h * wd), dxt.reshape(nb, h * wd, c).transpose(0, 2, 1))
+            else:
+                dcols = workspace.buffer("dcolsT", (nb, ho, wo, kh, kw, c), dt)
+                np.matmul(dz2, w2t, out=dcols.reshape(nb * p, ckk))
+                dxh = workspace.buffer("dxh", (nb, h, wd, c), dt)
+                dxh[...] = 0
+                col2im_chunk_add_cl(dcols, dxh, kernel, stride, padding, dilation)
+                np.copyto(dx[n0:n1], dxh.transpose(0, 3, 1, 2))
+        return part_w, part_b
+
+    parts = parallel.run_chunks(work, plan, threads, _QUIET)
+    dw = db = None
+    if need_dw:
+        dw = np.ascontiguousarray(_sum_parts(parts, 0).reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
+    if need_db:
+        db = _sum_parts(parts, 1)
     return dx, dw, db
 
 

@@ -27,8 +27,8 @@ Dropout zeroes each element (``dropout``) or each whole channel (``dropout2d``) 
 The boolean keep-mask is drawn from a ``numpy.random.Generator`` and saved for backward:
 ``dx = dy * mask / (1 - p)``.
 
-All reductions are over every axis but C at once (``einsum`` on an (N, C, L) view); nothing loops
-over batch, channel or pixel indices.
+All reductions are over every axis but C (``einsum`` on an (N, C, L) view), made over chunks of
+the batch axis that run on every core; nothing loops over channel or pixel indices.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import parallel, workspace
 from .shapes import ShapeError, check_float, check_rank, check_same_dtype, fmt_shape
 
 __all__ = [
@@ -70,8 +71,10 @@ def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
 class BatchNormCache(NamedTuple):
     """What ``batch_norm_backward`` needs (and the batch statistics, for the running update).
 
-    In training ``saved`` is ``xhat``; in eval it is ``x`` itself (xhat is rebuilt only if the
-    weight gradient is wanted).  ``mean`` and ``var`` are the statistics used (batch or running).
+    ``saved`` is the input ``x`` when ``saved_is_input`` (what :func:`batch_norm_forward`
+    keeps: xhat is rebuilt chunk by chunk in the backward, never stored); a cache built with
+    ``saved_is_input=False`` holds ``xhat`` in training and ``x`` in eval.  ``mean`` and ``var``
+    are the statistics used (batch or running).
     """
 
     training: bool
@@ -82,6 +85,7 @@ class BatchNormCache(NamedTuple):
     weight: np.ndarray | None
     has_bias: bool
     count: int  # M, values per channel
+    saved_is_input: bool = False
 
 
 def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps) -> None:
@@ -134,6 +138,66 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
 
 
 # --------------------------------------------------------------------------- batch norm kernels
+#
+# How it runs.  Every per-channel reduction and every elementwise pass is made over chunks of
+# whole images (a slice of the batch axis, about 1 MiB each, see _chunks): the temporaries
+# of a chunk stay in the cache, the chunks run on every core (kernels/parallel.py), and the
+# partial sums of the chunks are added in chunk order, so results do not depend on the threads.
+# Training forward is three streaming passes over x -- the mean, the centred sum of squares
+# (two passes, for accuracy), then y = x * scale + shift with scale = gamma * inv_std and
+# shift = beta - mean * scale -- and keeps x itself (not xhat) for the backward, which needs one
+# pass for its two sums and one for dx.
+
+_CHUNK_BYTES = 1 << 20  # per chunk of images: big enough for threads to pay (workspace.row_chunks)
+
+
+def _chunks(x3: np.ndarray):
+    """Slices of the batch axis of ``x3 (N, C, L)`` for chunked passes."""
+    return workspace.row_chunks(x3.shape[0], x3[0].nbytes if x3.shape[0] else 0, _CHUNK_BYTES)
+
+
+def _run(fn, chunks):
+    return parallel.run_chunks(fn, chunks) if len(chunks) > 1 else [fn(chunks[0])]
+
+
+def _ordered_sum(parts):
+    total = parts[0].copy()
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+def _batch_stats(x3: np.ndarray, count: int):
+    """Per-channel mean and biased variance of ``x3 (N, C, L)`` over its ``count`` = N*L values,
+    by two chunked passes: the mean, then the sum of squared deviations from it."""
+    chunks = _chunks(x3)
+    mean = _ordered_sum(_run(lambda sl: np.einsum("ncl->c", x3[sl]), chunks)) / count
+    m3 = mean.reshape(1, -1, 1)
+
+    def squares(sl):
+        d = np.subtract(x3[sl], m3, out=workspace.buffer("bn_tmp", x3[sl].shape, x3.dtype))
+        return np.einsum("ncl,ncl->c", d, d)
+
+    var = _ordered_sum(_run(squares, chunks)) / count
+    return mean.astype(x3.dtype, copy=False), var.astype(x3.dtype, copy=False)
+
+
+def _affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``y = x * scale + shift`` per channel, chunk by chunk: one pass over x, one over y."""
+    x3 = _ncl(x)
+    y = np.empty(x.shape, dtype=x.dtype)
+    y3 = y.reshape(x3.shape)
+    sc, sh = scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)
+
+    def work(sl):
+        out = y3[sl]
+        np.multiply(x3[sl], sc, out=out)
+        out += sh
+
+    _run(work, _chunks(x3))
+    return y
+
+
 def batch_norm_forward(
     x: np.ndarray,
     weight: np.ndarray | None = None,
@@ -147,38 +211,26 @@ def batch_norm_forward(
     """x (N, C, *S) -> y (N, C, *S) normalised per channel; returns ``(y, cache)``.
 
     Training uses the batch mean and biased variance over the N * prod(S) values of each channel;
-    eval uses ``running_mean`` / ``running_var``.  This kernel does **not** touch the running
-    statistics: call :func:`batch_norm_update_running_stats` with the cache afterwards.
+    eval uses ``running_mean`` / ``running_var``.  Both compute ``y = x * scale + shift`` with
+    ``scale = gamma * inv_std`` and ``shift = beta - mean * scale`` (= gamma * xhat + beta).
+    This kernel does **not** touch the running statistics: call
+    :func:`batch_norm_update_running_stats` with the cache afterwards.
     """
     check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 0.0, eps)
-    ndim, C = x.ndim, x.shape[1]
+    C = x.shape[1]
     count = x.size // C if C else 0
     eps = float(eps)
     if training:
-        mean = _channel_sum(x) / count
-        xhat = x - _per_channel(mean, ndim)              # x - mean, soon divided by the std
-        var = _channel_dot(xhat, xhat) / count           # biased: (1/M) sum (x - mean)^2
-        inv_std = 1.0 / np.sqrt(var + eps)
-        xhat *= _per_channel(inv_std, ndim)
-        if weight is not None:
-            y = xhat * _per_channel(weight, ndim)
-            if bias is not None:
-                y += _per_channel(bias, ndim)
-        elif bias is not None:
-            y = xhat + _per_channel(bias, ndim)
-        else:
-            y = xhat  # shared with the cache: nothing writes to it afterwards
-        saved = xhat
+        if x.size == 0:  # pragma: no cover - refused by the argument check (count > 1)
+            raise ValueError("batch_norm: empty input")
+        mean, var = _batch_stats(_ncl(x), count)
     else:
         mean, var = running_mean, running_var
-        inv_std = 1.0 / np.sqrt(var + eps)
-        # an affine map per channel: y = x * scale + shift, one pass over x
-        scale = inv_std if weight is None else weight * inv_std
-        shift = -mean * scale if bias is None else bias - mean * scale
-        y = x * _per_channel(scale, ndim)
-        y += _per_channel(shift, ndim)
-        saved = x
-    cache = BatchNormCache(bool(training), saved, mean, var, inv_std, weight, bias is not None, count)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    scale = inv_std if weight is None else weight * inv_std
+    shift = -mean * scale if bias is None else bias - mean * scale
+    y = _affine(x, scale.astype(x.dtype, copy=False), shift.astype(x.dtype, copy=False))
+    cache = BatchNormCache(bool(training), x, mean, var, inv_std, weight, bias is not None, count, True)
     return y, cache
 
 
@@ -206,13 +258,65 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache, need=(True, True,
     Training: dx = (gamma * inv_std) * (dy - sum(dy)/M - xhat * sum(dy * xhat)/M), which is the
     closed form (1/M) inv_std (M dxhat - sum dxhat - xhat sum(dxhat xhat)) with dxhat = gamma dy.
     Eval: dx = dy * gamma * inv_std.  Both: dgamma = sum(dy * xhat), dbeta = sum(dy).
+
+    With ``xhat = (x - mean) * inv_std`` this is computed from the saved input in two chunked
+    passes: ``sum(dy)`` and ``sum(dy * (x - mean))`` in one, then
+    ``dx = k * dy - a * (x - mean) - k * sum(dy)/M`` with ``k = gamma * inv_std`` and
+    ``a = k * inv_std * sum(dy * xhat)/M``.
     """
-    ndim = dy.ndim
     need = tuple(need) + (True,) * (3 - len(need))
     w = cache.weight
     k = cache.inv_std if w is None else w * cache.inv_std  # d y / d x for fixed statistics
     want_dw = need[1] and w is not None
     want_db = need[2] and cache.has_bias
+    dx = dw = db = None
+    if not cache.saved_is_input:  # a cache holding xhat (e.g. built by another kernel)
+        return _backward_from_xhat(dy, cache, need, k, want_dw, want_db)
+    x3, dy3 = _ncl(cache.saved), _ncl(np.ascontiguousarray(dy))
+    chunks = _chunks(dy3)
+    m3 = cache.mean.reshape(1, -1, 1)
+    train_dx = cache.training and need[0]
+    sums_needed = want_dw or want_db or train_dx
+    sum_dy = sum_dy_xhat = None
+    if sums_needed:
+        def sums(sl):
+            d = np.subtract(x3[sl], m3, out=workspace.buffer("bn_tmp", x3[sl].shape, x3.dtype))
+            return np.einsum("ncl->c", dy3[sl]), np.einsum("ncl,ncl->c", dy3[sl], d)
+
+        parts = _run(sums, chunks)
+        sum_dy = _ordered_sum([p[0] for p in parts])
+        sum_dy_xhat = _ordered_sum([p[1] for p in parts]) * cache.inv_std
+    if need[0]:
+        dx = np.empty(dy.shape, dtype=dy.dtype)
+        dx3 = dx.reshape(dy3.shape)
+        kk = k.astype(dy.dtype, copy=False).reshape(1, -1, 1)
+        if cache.training:
+            M = cache.count
+            a = (k * cache.inv_std * (sum_dy_xhat / M)).astype(dy.dtype, copy=False).reshape(1, -1, 1)
+            c = (k * (sum_dy / M)).astype(dy.dtype, copy=False).reshape(1, -1, 1)
+
+            def work(sl):
+                t = np.subtract(x3[sl], m3, out=workspace.buffer("bn_tmp", x3[sl].shape, x3.dtype))
+                t *= a
+                out = dx3[sl]
+                np.multiply(dy3[sl], kk, out=out)
+                out -= t
+                out -= c
+        else:
+            def work(sl):
+                np.multiply(dy3[sl], kk, out=dx3[sl])
+
+        _run(work, chunks)
+    if want_dw:
+        dw = sum_dy_xhat.astype(dy.dtype, copy=False)
+    if want_db:
+        db = sum_dy.astype(dy.dtype, copy=False)
+    return dx, dw, db
+
+
+def _backward_from_xhat(dy, cache, need, k, want_dw, want_db):
+    """The backward for a cache whose ``saved`` is xhat (training) or x (eval), unchunked."""
+    ndim = dy.ndim
     dx = dw = db = None
     if cache.training:
         xhat, M = cache.saved, cache.count

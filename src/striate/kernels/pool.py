@@ -18,9 +18,12 @@ kernel offsets ``k``: for a fixed offset the taps of all windows form one stride
 
 * max:      ``y = max_k view_k``; ``arg`` keeps, per output, the *offset* ``k`` of the first
             maximum (a ``uint8`` when ``K**nd <= 256``); backward adds ``(arg == k) * dy`` into
-            ``view_k`` of a zero gradient, so windows that overlap accumulate.  The input is first
-            split into its stride phases (:class:`_Phases`) so that each view is a contiguous
-            block rather than a strided one, which makes every pass several times faster.
+            ``view_k`` of a zero gradient, so windows that overlap accumulate (when windows tile
+            the input without overlap, as 2x2 with stride 2 does, each offset owns its block and
+            writes it directly).  The input is first split into its stride phases
+            (:class:`_Phases`) so that each view is a contiguous block rather than a strided
+            one, which makes every pass several times faster.  The passes run over chunks of the
+            leading axis on every core (``kernels/parallel.py``).
 * average:  the window sum is separable, ``sum_{kh,kw} = sum_kh sum_kw``, so it costs
             ``K_h + K_w`` strided adds; backward spreads ``dy / divisor`` back the same way.
 * adaptive: window ``i`` covers ``[floor(i*L/Lo), ceil((i+1)*L/Lo))``; averaging is the linear
@@ -37,7 +40,9 @@ from typing import Sequence
 
 import numpy as np
 
+from . import parallel, workspace
 from .shapes import ShapeError, check_float, effective_kernel, fmt_shape, pool_out_size
+from .workspace import row_chunks
 
 __all__ = [
     "PoolGeometry",
@@ -265,6 +270,17 @@ class _Phases:
              tuple((t * d) // s for t, d, s in zip(off, g.dilation, g.stride)))
             for off in itertools.product(*(range(k) for k in g.kernel))
         ]
+        # every phase read by exactly one offset, whole (non-overlapping windows tiling the
+        # input, e.g. 2x2 with stride 2): the backward can write phases instead of adding
+        keys = [key for key, _ in self.offsets]
+        self.disjoint = (
+            len(set(keys)) == len(keys) == len(self.keys)
+            and all(q == (0,) * g.nd for _, q in self.offsets)
+            and all(self._parts(key)[0] == g.out for key in self.keys)
+        )
+        # ... and covering every input element: dX needs no zero fill either
+        self.covers = self.disjoint and not g.padded and all(
+            n == o * s and len(per) == s for n, o, s, per in zip(g.size, g.out, g.stride, plans))
 
     def _parts(self, key):
         lengths, dest, src = [], [], []
@@ -294,14 +310,17 @@ class _Phases:
     def zeros(self, lead) -> dict:
         return {key: np.zeros(lead + self._parts(key)[0], dtype=self.dtype) for key in self.keys}
 
-    def merge(self, parts: dict, shape) -> np.ndarray:
+    def merge(self, parts: dict, shape, dx=None, rows=slice(None)) -> np.ndarray:
         """Inverse of :meth:`split` for gradients: phase values back at their input positions
-        (each input element lies in exactly one phase; what fell on padding is dropped)."""
-        dx = np.zeros(shape, dtype=self.dtype)
+        (each input element lies in exactly one phase; what fell on padding is dropped).
+        With ``dx`` given, only its leading-axis ``rows`` are written (``dx`` must hold zeros
+        where no phase lands)."""
+        if dx is None:
+            dx = np.zeros(shape, dtype=self.dtype)
         for key, arr in parts.items():
             _, dest, src = self._parts(key)
             if all(sl is not None for sl in src):
-                dx[(Ellipsis, *src)] = arr[(Ellipsis, *dest)]
+                dx[rows][(Ellipsis, *src)] = arr[rows][(Ellipsis, *dest)]
         return dx
 
     def view(self, parts: dict, k: int) -> np.ndarray:
@@ -328,35 +347,52 @@ def max_pool_forward(
     ph = _Phases(g, x.dtype, -np.inf)
     parts = ph.split(x)
     count = len(ph.offsets)
-    y = np.array(ph.view(parts, 0), dtype=x.dtype, order="C", copy=True)
+    y = np.empty(g.out_shape, dtype=x.dtype)
+    if y.size == 0:
+        return y, (g, ph, None if not need_argmax else np.zeros(y.shape, _offset_dtype(count)))
+    chunks = row_chunks(y.shape[0], y[:1].nbytes, 4 << 20)  # the mask and arg passes are 1 byte wide
     if not need_argmax:
-        for k in range(1, count):
-            np.maximum(y, ph.view(parts, k), out=y)
+        def plain(sl):
+            ys = y[sl]
+            np.copyto(ys, ph.view(parts, 0)[sl])
+            for k in range(1, count):
+                np.maximum(ys, ph.view(parts, k)[sl], out=ys)
+
+        parallel.run_chunks(plain, chunks)
         return y, (g, ph, None)
-    arg = np.zeros(y.shape, dtype=_offset_dtype(count))
-    step = np.empty(y.shape, dtype=arg.dtype)
-    mask = np.empty(y.shape, dtype=bool)
-    first = 1
-    if any(g.pad):
-        # PyTorch starts each window at its first tap outside the left padding, with the running
-        # max at -inf, and keeps that tap's index when no real element beats -inf (a window of
-        # -inf values, or one that holds only padding): reproduce exactly that
-        y.fill(-np.inf)
-        arg[...] = _first_tap(g)
-        first = 0
+    arg = np.empty(y.shape, dtype=_offset_dtype(count))
+    first_tap = _first_tap(g) if any(g.pad) else None
     # PyTorch replaces the running max when ``v > max or isnan(v)`` (np.maximum propagates NaN
     # alike); the NaN test costs a pass, so it is only made when the input holds a NaN at all
     has_nan = x.size > 0 and bool(np.isnan(np.min(x)))
-    for k in range(first, count):
-        v = ph.view(parts, k)
-        np.greater(v, y, out=mask)
-        if has_nan:
-            mask |= np.isnan(v)
-        # offsets only grow, and a window's first maximum is never before its first tap, so
-        # "arg = k where mask" is arg = max(arg, mask * k): two cheap integer passes
-        np.multiply(mask, arg.dtype.type(k), out=step)
-        np.maximum(arg, step, out=arg)
-        np.maximum(y, v, out=y)
+
+    def work(sl):
+        ys, args = y[sl], arg[sl]
+        first = 1
+        if first_tap is not None:
+            # PyTorch starts each window at its first tap outside the left padding, with the
+            # running max at -inf, and keeps that tap's index when no real element beats -inf (a
+            # window of -inf values, or one that holds only padding): reproduce exactly that
+            ys.fill(-np.inf)
+            args[...] = first_tap
+            first = 0
+        else:
+            np.copyto(ys, ph.view(parts, 0)[sl])
+            args.fill(0)
+        mask = workspace.buffer("pool_mask", ys.shape, bool)
+        step = workspace.buffer("pool_step", ys.shape, args.dtype)
+        for k in range(first, count):
+            v = ph.view(parts, k)[sl]
+            np.greater(v, ys, out=mask)
+            if has_nan:
+                mask |= np.isnan(v)
+            # offsets only grow, and a window's first maximum is never before its first tap, so
+            # "arg = k where mask" is arg = max(arg, mask * k): two cheap integer passes
+            np.multiply(mask, args.dtype.type(k), out=step)
+            np.maximum(args, step, out=args)
+            np.maximum(ys, v, out=ys)
+
+    parallel.run_chunks(work, chunks)
     return y, (g, ph, arg)
 
 
@@ -400,15 +436,31 @@ def max_pool_backward(dy: np.ndarray, cache) -> np.ndarray:
     g, ph, arg = cache
     if arg is None:
         raise ValueError("max_pool_backward: the forward ran with need_argmax=False")
-    parts = ph.zeros(g.lead)
-    mask = np.empty(arg.shape, dtype=bool)
-    routed = np.empty(dy.shape, dtype=dy.dtype)
-    for k in range(len(ph.offsets)):
-        np.equal(arg, k, out=mask)
-        np.multiply(dy, mask, out=routed)
-        view = ph.view(parts, k)
-        view += routed
-    return ph.merge(parts, g.shape)
+    if dy.size == 0:
+        return np.zeros(g.shape, dtype=dy.dtype)
+    if ph.disjoint:
+        # each phase block is read by one offset only: write (arg == k) * dy straight into it
+        parts = {key: np.empty(g.lead + ph._parts(key)[0], dtype=dy.dtype) for key in ph.keys}
+    else:
+        parts = ph.zeros(g.lead)
+    dx = np.empty(g.shape, dtype=dy.dtype) if ph.covers else np.zeros(g.shape, dtype=dy.dtype)
+
+    def work(sl):
+        args, dys = arg[sl], dy[sl]
+        mask = workspace.buffer("pool_mask", args.shape, bool)
+        routed = None if ph.disjoint else workspace.buffer("pool_routed", dys.shape, dy.dtype)
+        for k in range(len(ph.offsets)):
+            np.equal(args, k, out=mask)
+            view = ph.view(parts, k)[sl]
+            if ph.disjoint:
+                np.multiply(dys, mask, out=view)
+            else:
+                np.multiply(dys, mask, out=routed)
+                view += routed
+        ph.merge(parts, g.shape, dx, sl)
+
+    parallel.run_chunks(work, row_chunks(dy.shape[0], dy[:1].nbytes, 4 << 20))
+    return dx
 
 
 def max_pool1d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, need_argmax=True):

@@ -1,0 +1,182 @@
+"""Reusable work buffers and the chunk plan of the convolution kernels.
+
+Two costs dominate a NumPy convolution besides the arithmetic: writing a column matrix
+``C*K*K`` times larger than the input, and asking the operating system for fresh memory for it
+(every new page of a large allocation is zeroed and mapped on first touch).  The chunked kernels
+avoid both:
+
+* they process a few images at a time (a *chunk*), so the column matrix of one chunk -- a few
+  MiB -- stays in the cache between being written and being multiplied;
+* the buffers live here, one set per thread, and are reused by every later call, so after the
+  first step no large allocation happens inside a kernel at all.
+
+:func:`plan_chunks` picks the chunk size.  Two knobs bound it:
+
+``memory budget``
+    the most the buffers may hold, all threads together (default 256 MiB, or
+    ``STRIATE_WORKSPACE_MB``): a hard cap whatever the batch size.  Only when a single image needs
+    more is the chunk cut into ranges of output rows.
+``chunk target``
+    the working set aimed at per chunk (default 4 MiB, ``STRIATE_CHUNK_MB``), the size that keeps
+    a chunk's buffers in the caches.
+
+Buffers are per thread (``threading.local``): the pool threads of
+:mod:`striate.kernels.parallel` each fill their own, and a thread whose buffers would outgrow its
+share of the budget lets its other buffers go first, so what stays held between calls never
+exceeds the budget.  :func:`clear` frees them all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import weakref
+
+import numpy as np
+
+__all__ = [
+    "get_memory_budget", "set_memory_budget", "get_chunk_target", "set_chunk_target",
+    "buffer", "clear", "held_bytes", "plan_chunks", "row_chunks",
+]
+
+_MiB = 1 << 20
+
+
+def _env_mib(name: str, default: float) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return int(default * _MiB)
+    try:
+        mib = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of MiB, got {value!r}") from None
+    if mib <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return int(mib * _MiB)
+
+
+_config = {"budget": _env_mib("STRIATE_WORKSPACE_MB", 256), "target": _env_mib("STRIATE_CHUNK_MB", 4)}
+
+
+def get_memory_budget() -> int:
+    """Bytes the work buffers of all threads may hold together."""
+    return _config["budget"]
+
+
+def set_memory_budget(nbytes: int | None) -> None:
+    """Cap the work buffers at ``nbytes`` (``None``: the default 256 MiB).  Frees held buffers."""
+    if nbytes is None:
+        nbytes = _env_mib("STRIATE_WORKSPACE_MB", 256)
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
+        raise ValueError(f"set_memory_budget: expected a positive number of bytes, got {nbytes!r}")
+    _config["budget"] = int(nbytes)
+    clear()
+
+
+def get_chunk_target() -> int:
+    """Bytes of buffers one chunk aims at (cache-sized)."""
+    return _config["target"]
+
+
+def set_chunk_target(nbytes: int | None) -> None:
+    """Aim chunks at ``nbytes`` of buffers (``None``: the default 4 MiB)."""
+    if nbytes is None:
+        nbytes = _env_mib("STRIATE_CHUNK_MB", 4)
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
+        raise ValueError(f"set_chunk_target: expected a positive number of bytes, got {nbytes!r}")
+    _config["target"] = int(nbytes)
+
+
+class _Buffers(threading.local):
+    def __init__(self):
+        self.store: dict[str, np.ndarray] = {}
+        _all.add(self)
+
+
+_all: "weakref.WeakSet[_Buffers]" = weakref.WeakSet()
+_local = _Buffers()
+
+
+def buffer(name: str, shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array of ``shape`` and ``dtype``, backed by this thread's
+    reusable buffer ``name`` (grown when too small, never shrunk; 64-byte aligned).
+
+    Valid until the same thread asks for ``name`` again: never return one to a caller.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    store = _local.store
+    raw = store.get(name)
+    if raw is None or raw.nbytes < nbytes + 64:
+        store.pop(name, None)
+        share = _config["budget"] // max(1, _threads())
+        if sum(r.nbytes for r in store.values()) + nbytes + 64 > share:
+            # over this thread's share: let the other buffers go (a view still in use keeps
+            # its memory alive until the chunk is done; later requests allocate afresh)
+            store.clear()
+        raw = np.empty(max(nbytes, 1) + 64, dtype=np.uint8)
+        store[name] = raw
+    shift = (-raw.ctypes.data) % 64
+    return raw[shift:shift + nbytes].view(dtype).reshape(shape)
+
+
+def _threads() -> int:
+    from . import parallel
+
+    return parallel.get_num_threads()
+
+
+def held_bytes() -> int:
+    """Bytes held by the buffers of every thread."""
+    return sum(raw.nbytes for bufs in list(_all) for raw in bufs.store.values())
+
+
+def clear() -> None:
+    """Free every thread's buffers (they are rebuilt on demand)."""
+    for bufs in list(_all):
+        bufs.store.clear()
+
+
+def plan_chunks(n: int, rows: int, bytes_per_row: int, threads: int) -> list[tuple[int, int, int, int]]:
+    """Split ``n`` images of ``rows`` output rows into chunks ``(n0, n1, r0, r1)``.
+
+    ``bytes_per_row`` is the buffer space one output row of one image needs.  A chunk holds whole
+    images when one image fits the per-thread share of the budget: as many as the chunk target
+    allows, but at least two chunks per thread when there are enough images (so a busy core can
+    hand work to the other).  Otherwise each image is cut into ranges of rows.
+    """
+    per_image = max(1, rows * bytes_per_row)
+    share = max(1, get_memory_budget() // max(1, threads))
+    if per_image <= share:
+        nb = max(1, min(get_chunk_target() // per_image, share // per_image, n))
+        if threads > 1:
+            nb = min(nb, max(1, -(-n // (2 * threads))))
+        count = -(-n // nb)
+        nb = -(-n // count)  # even out the chunks
+        return [(i, min(i + nb, n), 0, rows) for i in range(0, n, nb)]
+    rb = max(1, share // max(1, bytes_per_row))
+    return [(i, i + 1, r, min(r + rb, rows)) for i in range(n) for r in range(0, rows, rb)]
+
+
+def row_chunks(n: int, bytes_per_row: int, chunk_bytes: int = 1 << 20) -> list[slice]:
+    """Slices of a leading axis of ``n`` rows for elementwise passes, about ``chunk_bytes`` of
+    data each, at least two per thread when there is enough data; one slice (no thread
+    hand-off) for less than two chunks' worth.
+
+    A chunk must not be small: every NumPy call hands the GIL over, and on a virtual machine a
+    hand-off costs tens of microseconds, so two threads run calls on 256 KiB blocks no faster
+    than one and calls on 64 KiB blocks slower (measured here); from about 1 MiB they scale.
+    """
+    from . import parallel
+
+    if n <= 0:
+        return [slice(0, 0)]
+    per = max(1, bytes_per_row)
+    if n * per < 2 * chunk_bytes:
+        return [slice(0, n)]
+    nb = max(1, min(n, chunk_bytes // per))
+    threads = parallel.get_num_threads()
+    if threads > 1:
+        nb = min(nb, max(1, -(-n // (2 * threads))))
+    return [slice(i, min(i + nb, n)) for i in range(0, n, nb)]
