@@ -259,3 +259,12 @@ def test_activation_methods_match_functional():
 def test_reduction_dim_out_of_range_names_the_shape():
     with pytest.raises(IndexError, match=r"dim 3 .*\(2, 3\)"):
         tensor(np.ones((2, 3))).sum(dim=3)
+
+
+def test_getitem_basic_index_gradient():
+    x = tensor(np.arange(24.0).reshape(2, 3, 4), requires_grad=True)
+    x[:, 1:, ::2].sum().backward()
+    expected = np.zeros((2, 3, 4))
+    expected[:, 1:, ::2] = 1
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+    assert striate.gradcheck(lambda t: t[1, ..., None, 1:3] * 2, [tensor(np.random.default_rng(0).standard_normal((2, 3, 4)), requires_grad=True)])

@@ -292,8 +292,17 @@ class GetItem(Function):
     @staticmethod
     def backward(ctx, dy):
         dx = np.zeros(ctx.shape, dtype=dy.dtype)
-        np.add.at(dx, ctx.index, dy)  # repeated advanced indices accumulate
+        if _is_basic_index(ctx.index):
+            dx[ctx.index] = dy  # a view: each input element appears at most once
+        else:
+            np.add.at(dx, ctx.index, dy)  # repeated advanced indices accumulate
         return (dx,)
+
+
+def _is_basic_index(index) -> bool:
+    """True for indices made only of ints, slices, None and Ellipsis (NumPy basic indexing)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
 
 
 class Cast(Function):
