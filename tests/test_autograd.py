@@ -268,3 +268,20 @@ def test_getitem_basic_index_gradient():
     expected[:, 1:, ::2] = 1
     np.testing.assert_array_equal(x.grad.numpy(), expected)
     assert striate.gradcheck(lambda t: t[1, ..., None, 1:3] * 2, [tensor(np.random.default_rng(0).standard_normal((2, 3, 4)), requires_grad=True)])
+
+
+def test_graph_does_not_keep_dropped_intermediate_tensors_alive():
+    """Nodes reference non-leaf inputs weakly: what backward needs is saved in each Function's
+    context, so a dropped intermediate Tensor is freed before backward runs."""
+    import gc
+    import weakref
+
+    x = tensor(np.random.default_rng(0).standard_normal(1000), requires_grad=True)
+    h = x * 2.0  # Mul saves its operands; the output Tensor h itself is not needed by backward
+    ref = weakref.ref(h)
+    loss = (h + 1.0).sum()
+    del h
+    gc.collect()
+    assert ref() is None
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0)

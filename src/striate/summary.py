@@ -222,6 +222,8 @@ class _Tracer:
                 continue
             node = u._node
             for v in (node.inputs if node is not None else ()):
+                t = getattr(v, "tensor", None)  # an Edge: its Tensor if still alive, else the Edge
+                v = t if t is not None else v  # (both have the ``_node`` to walk on through)
                 if v is not None and id(v) not in seen:
                     seen.add(id(v))
                     stack.append(v)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 
 import numpy as np
 
@@ -106,6 +107,35 @@ class Context:
         self.non_differentiable = output_indices
 
 
+class Edge:
+    """A graph reference to a non-leaf input: its producer (``_node``, ``_output_nr``), shape and
+    dtype -- but not its array.  Holding the Tensor itself would keep every intermediate
+    activation alive until the graph is freed, whether or not any backward needs it; what a
+    backward needs is saved in its Function's context.  ``tensor`` is the Tensor while the user
+    still holds it (for ``retain_grad``)."""
+
+    __slots__ = ("_node", "_output_nr", "shape", "dtype", "_ref")
+
+    def __init__(self, t):
+        self._node, self._output_nr = t._node, t._output_nr
+        self.shape, self.dtype = t.shape, t.dtype
+        self._ref = weakref.ref(t)
+
+    @property
+    def tensor(self):
+        return self._ref()
+
+    @property
+    def _retain_grad(self) -> bool:
+        t = self._ref()
+        return t is not None and t._retain_grad
+
+    def _accumulate(self, g) -> None:
+        t = self._ref()
+        if t is not None:
+            t._accumulate(g)
+
+
 class Node:
     """One recorded application of a Function: what to call and whom to pass gradients to."""
 
@@ -114,7 +144,7 @@ class Node:
     def __init__(self, fn, ctx, inputs, out_meta):
         self.fn = fn
         self.ctx = ctx
-        self.inputs = inputs  # Tensor (requiring grad) or None, one per forward argument
+        self.inputs = inputs  # leaf Tensor, Edge to a non-leaf Tensor, or None, per forward argument
         self.out_meta = out_meta  # (shape, dtype) per output, to build zero gradients
         self.name = fn.__name__
 
@@ -148,7 +178,10 @@ class Function:
         outs = tuple(o if isinstance(o, np.ndarray) else np.asarray(o) for o in outs)
         tensors = [Tensor._wrap(o) for o in outs]
         if record:
-            inputs = tuple(a if (isinstance(a, Tensor) and a.requires_grad) else None for a in args)
+            inputs = tuple(
+                (a if a._node is None else Edge(a)) if (isinstance(a, Tensor) and a.requires_grad) else None
+                for a in args
+            )
             node = Node(cls, ctx, inputs, tuple((o.shape, o.dtype) for o in outs))
             for i, t in enumerate(tensors):
                 if i in ctx.non_differentiable or not np.issubdtype(t.dtype, np.floating):

@@ -34,6 +34,7 @@ import functools
 
 import numpy as np
 
+from . import parallel
 from .shapes import DimError, ShapeError, fmt_shape, normalize_dim
 
 __all__ = [
@@ -292,10 +293,17 @@ def erfc(x) -> np.ndarray:
 # piece-wise linear units
 
 
+_PARALLEL_BYTES = 2 << 20  # relu on arrays this large is split over the cores (parallel.map_blocks)
+
+
 @_pointwise_forward
 def relu_forward(x):
-    """y = max(x, 0).  x (*) -> y (*); the cache is y."""
+    """y = max(x, 0).  x (*) -> y (*); the cache is y.  Large arrays are split over the cores."""
     x = _check_input(x, "relu")
+    if x.flags.c_contiguous and x.nbytes >= _PARALLEL_BYTES:
+        y = np.empty_like(x)
+        parallel.map_blocks(lambda o, a: np.maximum(a, 0, out=o), y, x)
+        return y, y
     y = np.maximum(x, 0)
     return y, y
 
@@ -304,6 +312,14 @@ def relu_forward(x):
 def relu_backward(dy, cache):
     """dx = dy where y > 0, else 0 (PyTorch's convention: zero gradient at x = 0)."""
     y = cache
+    if dy.shape == y.shape and dy.flags.c_contiguous and y.flags.c_contiguous and dy.nbytes >= _PARALLEL_BYTES:
+        dx = np.empty_like(dy)
+        parallel.map_blocks(lambda o, g, yy: np.copyto(o, _relu_grad(g, yy)), dx, dy, y)
+        return dx
+    return _relu_grad(dy, y)
+
+
+def _relu_grad(dy, y):
     keep = y <= 0
     np.logical_not(keep, out=keep)  # not (y <= 0): a NaN passes its gradient, as in PyTorch
     return _keep(keep, dy)
