@@ -1,0 +1,179 @@
+"""The array-module backend: NumPy by default, a device module (CuPy) when arrays live on a GPU.
+
+Two kinds of tests:
+
+* tests on the **fake device module** (``tests/fake_device.py``), which run everywhere: every op
+  of the registry (tests/opinfo), forward and backward, and a few training steps of LeNet-5 and
+  ResNet-20, on arrays that refuse to be mixed with host NumPy arrays as CuPy's do -- results
+  must equal the NumPy results and stay on the device;
+* tests on a **real GPU** with CuPy, skipped cleanly when CuPy or a CUDA device is missing.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import striate
+from striate import Tensor, backend
+from fake_device import FakeDeviceArray, HostDeviceMixError, fake, installed, to_fake
+from harness import as_tuple_out, diff_output, output_grad, run_striate
+from opinfo import all_ops
+
+OPS = all_ops()
+CASES = [
+    pytest.param(info, s, id=f"{info.name}-{k}")
+    for info in OPS
+    for k, s in enumerate(info.samples(np.random.default_rng(1234)))
+]
+
+
+@pytest.fixture
+def fake_cuda():
+    with installed() as module:
+        yield module
+
+
+def _grad_rng(sample):
+    return np.random.default_rng(zlib.crc32(repr(sample).encode()))
+
+
+def _device_args(sample, convert):
+    out = []
+    for i, a in enumerate(sample.args):
+        if isinstance(a, np.ndarray):
+            t = Tensor._wrap(convert(a))
+            if np.issubdtype(a.dtype, np.floating) and i not in sample.nograd:
+                t.requires_grad_(True)
+            out.append(t)
+        else:
+            out.append(a)
+    return out
+
+
+def _assert_same(actual, expected, what, rtol=1e-12):
+    assert isinstance(actual, FakeDeviceArray), f"{what}: a {type(actual).__name__} came back, not a device array"
+    host = actual.view(np.ndarray)
+    assert host.shape == expected.shape, f"{what}: shape {host.shape} != {expected.shape}"
+    assert host.dtype == expected.dtype, f"{what}: dtype {host.dtype} != {expected.dtype}"
+    if np.issubdtype(expected.dtype, np.floating):
+        scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+        np.testing.assert_allclose(host, expected, rtol=0, atol=rtol * scale, err_msg=what)
+    else:
+        np.testing.assert_array_equal(host, expected, err_msg=what)
+
+
+# --------------------------------------------------------------------------- the fake module itself
+
+def test_fake_module_refuses_host_arrays(fake_cuda):
+    d = fake.ones((2, 3))
+    assert isinstance(d, FakeDeviceArray)
+    with pytest.raises(HostDeviceMixError):
+        d + np.ones((2, 3))
+    with pytest.raises(HostDeviceMixError):
+        np.concatenate([d, np.ones((2, 3))])
+    with pytest.raises(HostDeviceMixError):
+        fake.matmul(np.ones((2, 2)), np.ones((2, 2)))
+    with pytest.raises(TypeError):
+        np.add.at(d, [0, 0], 1.0)
+    assert isinstance(d.sum(), FakeDeviceArray) and isinstance(np.exp(d), FakeDeviceArray)
+    assert isinstance(d + 1.0, FakeDeviceArray)
+
+
+# --------------------------------------------------------------------------- backend functions
+
+def test_get_array_module_and_devices(fake_cuda):
+    h = np.ones(3)
+    d = to_fake(h)
+    assert backend.get_array_module(h, 1.0, None) is np
+    assert backend.get_array_module(h, d) is fake
+    assert backend.device_of(h) == "cpu" and backend.device_of(d) == "cuda"
+    assert backend.is_available("cpu") and backend.is_available("cuda")
+    moved = backend.to_device(h, "cuda")
+    assert isinstance(moved, FakeDeviceArray)
+    back = backend.to_device(moved, "cpu")
+    assert type(back) is np.ndarray and np.array_equal(back, h)
+    assert backend.to_device(h, "cpu") is h
+    with pytest.raises(ValueError, match="unknown device"):
+        backend.normalize_device("tpu")
+    assert backend.normalize_device("cuda:0") == "cuda"
+
+
+def test_cuda_unavailable_without_cupy_or_fake():
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed")
+    assert not backend.is_available("cuda") and not striate.cuda.is_available()
+    with pytest.raises(backend.DeviceError, match="CuPy"):
+        backend.to_device(np.ones(2), "cuda")
+    with pytest.raises(backend.DeviceError, match="CuPy"):
+        striate.tensor([1.0]).to("cuda")
+
+
+def test_scatter_add_and_as_strided(fake_cuda):
+    for xp, conv in ((np, np.asarray), (fake, to_fake)):
+        a = xp.zeros(4)
+        backend.scatter_add(a, conv(np.array([0, 0, 3])), conv(np.array([1.0, 2.0, 5.0])))
+        assert np.array_equal(np.asarray(a), [3.0, 0, 0, 5.0])
+        v = backend.as_strided(conv(np.arange(6.0)), (2, 3), (8, 16))
+        assert type(v) is type(conv(np.ones(1))) and v[1, 2] == 5.0
+
+
+# --------------------------------------------------------------------------- tensors and devices
+
+def test_tensor_to_device_roundtrip(fake_cuda):
+    t = striate.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    assert t.device == "cpu"
+    d = t.to("cuda")
+    assert d.device == "cuda" and d.dtype == np.float32 and isinstance(d.data, FakeDeviceArray)
+    assert d.to("cuda") is d and t.to("cpu") is t
+    y = (d * 2.0).sum()
+    y.backward()
+    assert t.grad.device == "cpu" and np.array_equal(t.grad.numpy(), np.full((2, 3), 2.0, np.float32))
+    h = d.detach().numpy()
+    assert type(h) is np.ndarray and np.array_equal(h, t.detach().numpy())
+    assert d.detach().cpu().device == "cpu"
+    assert d.to("cuda", np.float64).dtype == np.float64
+    assert d.to(dtype="float64", device="cpu").device == "cpu"
+    assert "device='cuda'" in repr(d)
+    assert np.array_equal(np.asarray(d.detach()), h)
+
+
+def test_mixing_devices_is_a_clear_error(fake_cuda):
+    a = striate.tensor(np.ones((2, 2), np.float32))
+    b = a.to("cuda")
+    with pytest.raises(backend.DeviceError, match="same device.*cpu and cuda|same device.*cuda and cpu"):
+        a + b
+    import striate.functional as F
+
+    w = striate.tensor(np.ones((3, 2, 1, 1), np.float32))
+    with pytest.raises(backend.DeviceError, match="same device"):
+        F.conv2d(striate.tensor(np.ones((1, 2, 3, 3), np.float32)).to("cuda"), w)
+    assert (b + 1.0).device == "cuda"  # Python scalars go with any device
+
+
+# --------------------------------------------------------------------------- every op of the registry
+
+@pytest.mark.parametrize("info,sample", CASES)
+def test_op_on_fake_device_matches_numpy(info, sample, fake_cuda):
+    """Forward and backward of every registry op on device arrays equal the NumPy results (float64)
+    and come back as device arrays: no kernel on the generic path calls a NumPy-only function."""
+    dy = output_grad(info, sample, _grad_rng(sample)) if sample.diff_indices() else None
+    outs, grads = run_striate(info, sample, dy)
+    args = _device_args(sample, to_fake)
+    out = info.op(*args, **sample.kwargs)
+    douts = tuple(o.data for o in as_tuple_out(out))
+    assert len(douts) == len(outs)
+    for k, (a, e) in enumerate(zip(douts, outs)):
+        _assert_same(a, e, f"{info.name} output {k}")
+    if dy is None:
+        return
+    y = diff_output(out, info.output_index)
+    y.backward(to_fake(dy))
+    for i in sample.diff_indices():
+        g = args[i].grad
+        assert g is not None, f"{info.name}: no gradient for input {i}"
+        _assert_same(g.data, grads[i], f"{info.name} grad of input {i}")
