@@ -5,8 +5,8 @@ CuPy refuses to mix its arrays with host NumPy arrays (``TypeError: Unsupported 
 contract on the CPU so that the device-generic paths of the kernels can be tested without a GPU:
 
 * :class:`FakeDeviceArray` is an ``ndarray`` subclass whose ``__array_ufunc__`` and
-  ``__array_function__`` **raise** when a plain host ``numpy.ndarray`` (of one dimension or more)
-  takes part in an operation with it, run the NumPy implementation otherwise, and return
+  ``__array_function__`` **raise** when a plain host ``numpy.ndarray`` (even a 0-d one: CuPy
+  accepts only Python and NumPy *scalars* from the host) takes part in an operation with it, run the NumPy implementation otherwise, and return
   FakeDeviceArrays (0-d arrays for reductions, as CuPy does);
 * ``ufunc.at`` is refused (the kernels must go through ``backend.scatter_add``);
 * :data:`fake` is the "module": NumPy's namespace whose functions return FakeDeviceArrays
@@ -52,6 +52,14 @@ class FakeDeviceArray(np.ndarray):
         result = func(*_unwrap(args), **_unwrap(kwargs))
         return _wrap(result)
 
+    def __getitem__(self, index):
+        _check("__getitem__", index if isinstance(index, tuple) else (index,), {})
+        return _wrap(super().__getitem__(_unwrap(index)))  # an element is a 0-d array, as in CuPy
+
+    def __setitem__(self, index, value):
+        _check("__setitem__", (index if isinstance(index, tuple) else (index,)) + (value,), {})
+        super().__setitem__(_unwrap(index), _unwrap(value))
+
     def __repr__(self):
         return "fake-device " + repr(self.view(np.ndarray))
 
@@ -64,7 +72,8 @@ _REFUSED_FUNCTIONS = {"array2string", "array_repr", "array_str", "save", "savez"
 
 
 def _is_host(a) -> bool:
-    return type(a) is np.ndarray and a.ndim > 0
+    # CuPy takes Python and NumPy scalars (np.float32(2)), but no numpy.ndarray, not even 0-d
+    return type(a) is np.ndarray
 
 
 def _check(name, args, kwargs):
@@ -133,6 +142,31 @@ _TRANSFERS = {"asarray", "array", "asanyarray"}
 _MISSING = {"errstate", "seterr", "geterr", "set_printoptions", "array2string"}
 
 
+class _Ufunc:
+    """A NumPy ufunc as the device module's: refuses host arrays, returns device arrays."""
+
+    def __init__(self, ufunc):
+        self._ufunc = ufunc
+        self.__name__ = ufunc.__name__
+
+    def __call__(self, *args, **kwargs):
+        _check(self.__name__, args, kwargs)
+        return _wrap(self._ufunc(*args, **kwargs))
+
+    def __getattr__(self, name):
+        if name == "at":
+            raise AttributeError("the device module's ufuncs have no .at; use backend.scatter_add")
+        method = getattr(self._ufunc, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            _check(f"{self.__name__}.{name}", args, kwargs)
+            return _wrap(method(*args, **kwargs))
+
+        return call
+
+
 class _FakeModule(types.ModuleType):
     """NumPy's namespace, returning FakeDeviceArrays (see the module docstring)."""
 
@@ -149,6 +183,8 @@ class _FakeModule(types.ModuleType):
         if name in _MISSING or name.startswith("__"):
             raise AttributeError(f"the device module has no attribute {name!r}")
         attr = getattr(np, name)
+        if isinstance(attr, np.ufunc):
+            return _Ufunc(attr)
         if isinstance(attr, (types.FunctionType, types.BuiltinFunctionType)) or type(attr).__name__ in (
             "_ArrayFunctionDispatcher", "builtin_function_or_method",
         ):

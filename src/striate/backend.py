@@ -187,13 +187,11 @@ def to_numpy(array):
 
 
 def check_same_device(op: str, *arrays) -> str:
-    """The one device of ``arrays`` (host scalars and 0-d host arrays go anywhere, as in PyTorch);
-    raises DeviceError naming both devices when they differ."""
+    """The one device of ``arrays`` (Python and NumPy scalars go with any device); raises
+    DeviceError naming both devices when they differ."""
     found = None
     for a in arrays:
         if a is None or isinstance(a, (float, int, bool, np.generic)):
-            continue
-        if type(a) is np.ndarray and a.ndim == 0:
             continue
         d = device_of(a)
         if found is None:
