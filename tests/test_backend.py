@@ -177,3 +177,88 @@ def test_op_on_fake_device_matches_numpy(info, sample, fake_cuda):
         g = args[i].grad
         assert g is not None, f"{info.name}: no gradient for input {i}"
         _assert_same(g.data, grads[i], f"{info.name} grad of input {i}")
+
+
+# --------------------------------------------------------------------------- modules and training
+
+def _train_steps(model, opt, images, labels, steps):
+    import striate.functional as F
+
+    losses = []
+    for k in range(steps):
+        opt.zero_grad()
+        x = striate.tensor(images[k]).to(model.device)
+        y = striate.tensor(labels[k]).to(model.device)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+    return losses
+
+
+@pytest.mark.parametrize("name,shape,optimizer", [
+    ("lenet5", (4, 1, 28, 28), "sgd"),
+    ("resnet20", (2, 3, 32, 32), "adam"),
+])
+def test_training_on_fake_device_matches_numpy(name, shape, optimizer, fake_cuda):
+    """A few optimiser steps of LeNet-5 / ResNet-20 on the fake device give the NumPy weights (float64)."""
+    from striate.models import get_model
+
+    rng = np.random.default_rng(0)
+    steps = 2
+    images = [rng.standard_normal(shape) for _ in range(steps)]
+    labels = [rng.integers(0, 10, shape[0]) for _ in range(steps)]
+    results = []
+    for device in ("cpu", "cuda"):
+        striate.manual_seed(0)
+        model = get_model(name).double()
+        model.to(device)
+        assert model.device == device
+        params = model.parameters()
+        opt = (striate.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4) if optimizer == "sgd"
+               else striate.optim.Adam(params, lr=1e-3))
+        losses = _train_steps(model, opt, images, labels, steps)
+        for p in model.parameters():
+            assert backend.device_of(p.data) == device and backend.device_of(p.grad.data) == device
+        for b in model.buffers():
+            assert backend.device_of(b.data) == device
+        for s in opt.state.values():
+            for v in s.values():
+                if hasattr(v, "shape"):
+                    assert backend.device_of(v) == device
+        sd = model.state_dict()
+        assert all(type(v) is np.ndarray for v in sd.values())
+        results.append((losses, sd, opt.state_dict()))
+    (l0, sd0, os0), (l1, sd1, os1) = results
+    np.testing.assert_allclose(l1, l0, rtol=1e-12)
+    for k in sd0:
+        np.testing.assert_allclose(sd1[k], sd0[k], rtol=0, atol=1e-12, err_msg=k)
+    for i in os0["state"]:
+        for key, v in os0["state"][i].items():
+            if isinstance(v, np.ndarray):
+                w = os1["state"][i][key]
+                assert type(w) is np.ndarray
+                np.testing.assert_allclose(w, v, rtol=0, atol=1e-12)
+
+
+def test_module_to_device_and_back(fake_cuda):
+    from striate.models import get_model
+
+    model = get_model("lenet5")
+    p0 = next(iter(model.parameters()))
+    ref = model.state_dict()
+    ref = {k: v.copy() for k, v in ref.items()}
+    assert model.to("cuda") is model and model.device == "cuda"
+    assert next(iter(model.parameters())) is p0 and isinstance(p0.data, FakeDeviceArray)
+    model.to("cuda", np.float64)
+    assert p0.dtype == np.float64 and model.device == "cuda"
+    model.to(dtype=np.float32)
+    model.load_state_dict(ref)  # host arrays load into device parameters
+    assert isinstance(p0.data, FakeDeviceArray)
+    model.cpu()
+    assert model.device == "cpu" and type(p0.data) is np.ndarray
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, ref[k])
+    x = striate.tensor(np.zeros((1, 1, 28, 28), np.float32)).to("cuda")
+    with pytest.raises(backend.DeviceError, match="same device"):
+        model(x)
