@@ -262,3 +262,94 @@ def test_module_to_device_and_back(fake_cuda):
     x = striate.tensor(np.zeros((1, 1, 28, 28), np.float32)).to("cuda")
     with pytest.raises(backend.DeviceError, match="same device"):
         model(x)
+
+
+def test_trainer_on_fake_device_checkpoints_host_arrays_and_resumes_on_cpu(tmp_path, fake_cuda):
+    """The Trainer moves host batches to the model's device; the checkpoint it writes holds host
+    arrays and resumes on the CPU; the weights match a CPU run."""
+    from striate.train.loop import ModelCheckpoint
+    from test_train import _trainer
+
+    runs = {}
+    for device in ("cpu", "cuda"):
+        t = _trainer(tmp_path / device, callbacks=[ModelCheckpoint(every_steps=4)])
+        t.model.to(device)
+        t.fit(1)
+        assert t.model.device == device
+        runs[device] = t
+    for (k, a), (_, b) in zip(runs["cpu"].model.state_dict().items(), runs["cuda"].model.state_dict().items()):
+        assert type(b) is np.ndarray
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=k)
+    resumed = _trainer(tmp_path / "cuda")
+    resumed.resume()
+    assert resumed.model.device == "cpu" and resumed.step == runs["cuda"].step
+    resumed.fit(2)
+
+
+def test_cli_train_device_cuda_without_cupy_is_a_one_line_error(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed")
+    from striate.cli import main
+
+    assert main(["train", "--device", "cuda", "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("striate: error:") and "CuPy" in err[0]
+
+
+# --------------------------------------------------------------------------- a real GPU (CuPy)
+
+def _cupy_or_skip():
+    cp = pytest.importorskip("cupy")
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as exc:  # no driver
+        pytest.skip(f"no usable CUDA device ({exc})")
+    return cp
+
+
+@pytest.mark.parametrize("info,sample", CASES)
+def test_op_on_cuda_matches_cpu(info, sample):
+    """Every registry op, forward and gradients, on a real GPU equals the CPU result (float64)."""
+    cp = _cupy_or_skip()
+    dy = output_grad(info, sample, _grad_rng(sample)) if sample.diff_indices() else None
+    outs, grads = run_striate(info, sample, dy)
+    args = _device_args(sample, cp.asarray)
+    out = info.op(*args, **sample.kwargs)
+    douts = tuple(o.data if isinstance(o, Tensor) else o for o in as_tuple_out(out))
+    for k, (a, e) in enumerate(zip(douts, outs)):
+        assert isinstance(a, cp.ndarray), f"{info.name} output {k} is not on the GPU"
+        np.testing.assert_allclose(cp.asnumpy(a), e, rtol=1e-9, atol=1e-9, err_msg=f"{info.name} output {k}")
+    if dy is None:
+        return
+    diff_output(out, info.output_index).backward(cp.asarray(dy))
+    for i in sample.diff_indices():
+        g = args[i].grad.data
+        assert isinstance(g, cp.ndarray)
+        np.testing.assert_allclose(cp.asnumpy(g), grads[i], rtol=1e-9, atol=1e-9, err_msg=f"{info.name} grad {i}")
+
+
+@pytest.mark.parametrize("name,shape,optimizer", [
+    ("lenet5", (4, 1, 28, 28), "sgd"),
+    ("resnet20", (2, 3, 32, 32), "adam"),
+])
+def test_training_on_cuda_matches_cpu(name, shape, optimizer):
+    _cupy_or_skip()
+    from striate.models import get_model
+
+    rng = np.random.default_rng(0)
+    images = [rng.standard_normal(shape) for _ in range(2)]
+    labels = [rng.integers(0, 10, shape[0]) for _ in range(2)]
+    results = []
+    for device in ("cpu", "cuda"):
+        striate.manual_seed(0)
+        model = get_model(name).double().to(device)
+        opt = (striate.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer == "sgd"
+               else striate.optim.Adam(model.parameters(), lr=1e-3))
+        results.append((_train_steps(model, opt, images, labels, 2), model.state_dict()))
+    (l0, sd0), (l1, sd1) = results
+    np.testing.assert_allclose(l1, l0, rtol=1e-9)
+    for k in sd0:
+        np.testing.assert_allclose(sd1[k], sd0[k], rtol=1e-8, atol=1e-10, err_msg=k)

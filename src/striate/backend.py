@@ -28,7 +28,7 @@ from types import ModuleType
 import numpy as np
 
 __all__ = [
-    "get_array_module", "asarray", "is_available", "to_device", "to_numpy", "device_of", "normalize_device",
+    "get_array_module", "asarray", "is_available", "require", "to_device", "to_numpy", "device_of", "normalize_device",
     "as_strided", "scatter_add", "errstate", "is_numpy", "check_same_device", "DeviceError",
     "register_array_module", "unregister_array_module", "DEVICES",
 ]
@@ -149,6 +149,12 @@ def _device_module(device: str):
     if count < 1:
         raise DeviceError("device 'cuda': CuPy is installed but no CUDA device was found")
     return cp
+
+
+def require(device: str) -> str:
+    """``device`` normalised, or a DeviceError saying in one line why it cannot be used."""
+    _device_module(device)
+    return normalize_device(device)
 
 
 def is_available(device: str = "cuda") -> bool:
