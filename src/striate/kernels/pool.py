@@ -450,11 +450,16 @@ def _max_pool_tiled_forward(x, g, need_argmax):
         if need_argmax:
             args = arg[sl]
             mask = workspace.buffer("pool_mask", ys.shape, bool)
+            step = workspace.buffer("pool_step", ys.shape, args.dtype)
         for k in range(1, len(taps)):
             v = xs[taps[k]]
             if need_argmax:
+                # arg = k where tap k beats the running max; offsets only grow, so this is
+                # arg = max(arg, mask * k): two cheap integer passes (np.copyto with where= is
+                # several times slower)
                 np.greater(v, ys, out=mask)
-                np.copyto(args, args.dtype.type(k), where=mask)
+                np.multiply(mask, args.dtype.type(k), out=step)
+                np.maximum(args, step, out=args)
             np.maximum(ys, v, out=ys)
         nan[i] = bool(np.isnan(ys.min())) if ys.size else False
 
