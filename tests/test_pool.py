@@ -422,6 +422,29 @@ def test_max_pool_nan_and_inference_path():
     np.testing.assert_array_equal(y2.data, ty.numpy())
 
 
+@pytest.mark.parametrize("nd, shape, kernel", [
+    (2, (3, 4, 8, 8), 2), (2, (2, 3, 7, 9), 2), (2, (2, 2, 9, 9), 3), (2, (2, 2, 6, 7), (2, 3)),
+    (1, (3, 2, 11), 2), (2, (5, 6, 6), 2),
+])
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_tiling_windows_read_the_input_directly(nd, shape, kernel, with_nan):
+    """kernel == stride without padding takes the tiled path (no phase split): the same values,
+    first-maximum indices on ties and routed gradients as the naive reference; a NaN sends the
+    call to the general path, which routes the gradient to the NaN as PyTorch does."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-2, 3, shape).astype(np.float64)  # many ties
+    if with_nan:
+        x[(0,) * (x.ndim - 1) + (1,)] = np.nan
+    y, cache = K.max_pool_forward(x, kernel, nd=nd)
+    assert (cache[1] is None) == (not with_nan)  # tiled path unless the output holds a NaN
+    ry, ridx = getattr(R, f"max_pool{nd}d")(x, kernel, return_indices=True)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(K.max_pool_indices(cache), ridx)
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(K.max_pool_backward(dy, cache),
+                                  getattr(R, f"max_pool{nd}d_backward")(dy, x, kernel))
+
+
 @needs_torch
 def test_empty_batch():
     for name, args in [("max_pool2d", (2,)), ("avg_pool2d", (2,)), ("adaptive_avg_pool2d", (3,)),

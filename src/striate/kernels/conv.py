@@ -382,30 +382,30 @@ def dx_algorithm(kernel, stride, dilation) -> str:
 def conv_layout(in_channels: int, kernel, padding, stride=(1, 1), dilation=(1, 1), x_hw=None, out_hw=None) -> str:
     """The column layout the chunked kernels use for a shape (see the module docstring).
 
-    * "channels_last" (a row of ``K*K*C`` values per output position) for layers with at least
-      32 input channels unless the padded grid below costs under 15%;
     * "padded_grid" (channel-major columns over the zero-padded grid, every tap one contiguous
-      slice) for stride-1 layers whose grid holds at most 2x as many positions as the output
+      slice) for stride-1 layers whose grid holds at most 1.5x as many positions as the output
       (at most 1.15x with 32 channels or more; ``x_hw`` and ``out_hw`` must be given);
+    * "channels_last" (a row of ``K*K*C`` values per output position) otherwise for layers with
+      at least 64 input channels;
     * "channels_first" (``im2col``'s ``(C*K*K, positions)`` matrix) otherwise;
     * "pointwise" for 1x1 kernels without padding: no columns at all, one GEMM per image,
       ``z[n] = W (O, C) @ x[n] (C, H_o*W_o)``, written straight into NCHW (a forced "pointwise"
       on another shape falls back to the automatic choice).
 
-    Measured on this project's benchmark shapes: channels-last wins for many channels on small
-    maps (ResNet's 32x16x16 and 64x8x8), the padded grid for large maps (ResNet's 16x32x32, VGG's
-    64x56x56, LeNet), channels-first for strided few-channel layers.
+    Measured on this project's benchmark shapes (AMD EPYC, OpenBLAS Haswell kernels): channels-last
+    wins for 64 channels on small maps (ResNet's 64x8x8), the padded grid for large maps with
+    little padding overhead (ResNet's 16x32x32, VGG's 64x56x56, LeNet's conv1), channels-first
+    for ResNet's 32x16x16, strided layers and LeNet's unpadded conv2 (whose grid would nearly
+    double the work: 14x14 positions for 10x10 outputs).
     """
     if _is_pointwise(kernel, padding):
         return "pointwise"
     grid = None
     if x_hw is not None and out_hw is not None and _flat_ok(stride, padding):
         grid = _flat_overhead(x_hw, kernel, padding, dilation, out_hw)
-    if in_channels >= 32:
-        return "padded_grid" if grid is not None and grid <= 1.15 else "channels_last"
-    if grid is not None and grid <= 2.0:
+    if grid is not None and grid <= (1.15 if in_channels >= 32 else 1.5):
         return "padded_grid"
-    return "channels_first"
+    return "channels_last" if in_channels >= 64 else "channels_first"
 
 
 def _is_pointwise(kernel, padding) -> bool:

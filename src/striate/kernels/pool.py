@@ -22,8 +22,11 @@ kernel offsets ``k``: for a fixed offset the taps of all windows form one stride
             the input without overlap, as 2x2 with stride 2 does, each offset owns its block and
             writes it directly).  The input is first split into its stride phases
             (:class:`_Phases`) so that each view is a contiguous block rather than a strided
-            one, which makes every pass several times faster.  The passes run over chunks of the
-            leading axis on every core (``kernels/parallel.py``).
+            one, which makes every pass several times faster -- except when the windows tile
+            the input (kernel == stride, no padding or dilation: 2x2 with stride 2), where the
+            taps are read straight from strided views of the input and the gradient is written
+            straight into strided views of dx, with no split or merge copy at all.  The passes
+            run over chunks of the leading axis on every core (``kernels/parallel.py``).
 * average:  the window sum is separable, ``sum_{kh,kw} = sum_kh sum_kw``, so it costs
             ``K_h + K_w`` strided adds; backward spreads ``dy / divisor`` back the same way.
 * adaptive: window ``i`` covers ``[floor(i*L/Lo), ceil((i+1)*L/Lo))``; averaging is the linear
@@ -347,6 +350,10 @@ def max_pool_forward(
     check_float(x, "input")
     if get_array_module(x) is not np:
         return _max_pool_device(x, g, need_argmax)
+    if _tiles(g) and x.size:
+        tiled = _max_pool_tiled_forward(x, g, need_argmax)
+        if tiled is not None:
+            return tiled
     ph = _Phases(g, x.dtype, -np.inf)
     parts = ph.split(x)
     count = len(ph.offsets)
@@ -453,6 +460,89 @@ def _max_pool_device_backward(dy, g: PoolGeometry, arg):
         view = _tap_view(dxp, g, off)
         view += dy * (arg == k)
     return _crop(dxp, g)
+# ---- windows that tile the input (kernel == stride, no padding, no dilation: 2x2 stride 2)
+
+
+def _tiles(g: PoolGeometry) -> bool:
+    """True when the windows tile the input without overlap or padding, as 2x2 with stride 2
+    does: every input element belongs to at most one window, and the taps of offset ``k`` are a
+    plain strided view of the input itself -- no phase split, no merge."""
+    return (g.kernel == g.stride and not any(g.pad) and all(d == 1 for d in g.dilation)
+            and all(o * k <= n for o, k, n in zip(g.out, g.kernel, g.size)))
+
+
+def _tile_view(a: np.ndarray, g: PoolGeometry, writeable: bool = False) -> np.ndarray:
+    """``a`` (*lead, *spatial) seen as (*lead, o_1, k_1, o_2, k_2, ...): element
+    ``[..., i, u, j, v]`` is ``a[..., i*K_1 + u, j*K_2 + v]`` (the windows that fit)."""
+    lead = a.ndim - g.nd
+    shape, strides = list(a.shape[:lead]), list(a.strides[:lead])
+    for o, k, st in zip(g.out, g.kernel, a.strides[lead:]):
+        shape += [o, k]
+        strides += [st * k, st]
+    return np.lib.stride_tricks.as_strided(a, shape=shape, strides=strides, writeable=writeable)
+
+
+def _tile_taps(g: PoolGeometry):
+    """Index tuples of the ``prod(K)`` tap views of :func:`_tile_view`, in row-major offset order."""
+    return [(Ellipsis,) + tuple(v for u in offs for v in (slice(None), u))
+            for offs in itertools.product(*(range(k) for k in g.kernel))]
+
+
+def _max_pool_tiled_forward(x, g, need_argmax):
+    """Max pooling of tiling windows straight from strided views of ``x``:
+    ``y = max_k x_k`` and ``arg = k`` wherever tap ``k`` beats the running maximum (strictly, so
+    the first maximum wins, PyTorch's tie rule).  Returns None when the output holds a NaN: the
+    general path reproduces PyTorch's NaN routing, which this one skips to save a pass."""
+    y = np.empty(g.out_shape, dtype=x.dtype)
+    arg = np.zeros(y.shape, dtype=_offset_dtype(math.prod(g.kernel))) if need_argmax else None
+    xv = _tile_view(x, g)
+    taps = _tile_taps(g)
+    chunks = row_chunks(y.shape[0], y[:1].nbytes, 1 << 20)
+    nan = [False] * len(chunks)
+
+    def work(i):
+        sl = chunks[i]
+        ys, xs = y[sl], xv[sl]
+        np.copyto(ys, xs[taps[0]])
+        if need_argmax:
+            args = arg[sl]
+            mask = workspace.buffer("pool_mask", ys.shape, bool)
+            step = workspace.buffer("pool_step", ys.shape, args.dtype)
+        for k in range(1, len(taps)):
+            v = xs[taps[k]]
+            if need_argmax:
+                # arg = k where tap k beats the running max; offsets only grow, so this is
+                # arg = max(arg, mask * k): two cheap integer passes (np.copyto with where= is
+                # several times slower)
+                np.greater(v, ys, out=mask)
+                np.multiply(mask, args.dtype.type(k), out=step)
+                np.maximum(args, step, out=args)
+            np.maximum(ys, v, out=ys)
+        nan[i] = bool(np.isnan(ys.min())) if ys.size else False
+
+    parallel.run_chunks(work, range(len(chunks)))
+    if any(nan):
+        return None
+    return y, (g, None, arg)
+
+
+def _max_pool_tiled_backward(dy, g, arg):
+    """``dx_k = (arg == k) * dy`` written straight into the tap views of dx (zeros on the rows
+    and columns no window reached)."""
+    covered = all(o * k == n for o, k, n in zip(g.out, g.kernel, g.size))
+    dx = np.empty(g.shape, dtype=dy.dtype) if covered else np.zeros(g.shape, dtype=dy.dtype)
+    dxv = _tile_view(dx, g, writeable=True)
+    taps = _tile_taps(g)
+
+    def work(sl):
+        args, dys, dst = arg[sl], dy[sl], dxv[sl]
+        mask = workspace.buffer("pool_mask", args.shape, bool)
+        for k, tap in enumerate(taps):
+            np.equal(args, k, out=mask)
+            np.multiply(dys, mask, out=dst[tap])
+
+    parallel.run_chunks(work, row_chunks(dy.shape[0], dy[:1].nbytes, 1 << 20))
+    return dx
 
 
 def _first_tap(g: PoolGeometry) -> np.ndarray:
@@ -497,10 +587,12 @@ def max_pool_backward(dy: np.ndarray, cache) -> np.ndarray:
     g, ph, arg = cache
     if arg is None:
         raise ValueError("max_pool_backward: the forward ran with need_argmax=False")
-    if ph is None:  # the forward ran on a device (see _max_pool_device)
+    if get_array_module(dy, arg) is not np:  # the forward ran on a device (see _max_pool_device)
         return _max_pool_device_backward(dy, g, arg)
     if dy.size == 0:
         return np.zeros(g.shape, dtype=dy.dtype)
+    if ph is None:  # the forward took the tiled path
+        return _max_pool_tiled_backward(dy, g, arg)
     if ph.disjoint:
         # each phase block is read by one offset only: write (arg == k) * dy straight into it
         parts = {key: np.empty(g.lead + ph._parts(key)[0], dtype=dy.dtype) for key in ph.keys}
