@@ -9,7 +9,7 @@ import numpy as _np
 
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .gradcheck import GradcheckError, gradcheck
-from . import functional, nn, optim, random
+from . import backend, cuda, functional, nn, optim, random
 from .random import manual_seed
 
 float32 = _np.float32
@@ -21,4 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck",
     "GradcheckError", "functional", "nn", "optim", "random", "manual_seed", "float32", "float64", "int64",
+    "backend", "cuda",
 ]

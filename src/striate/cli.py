@@ -28,6 +28,12 @@ def _cmd_train(args) -> int:
     from .train.run import train_run
 
     progress = not args.no_progress
+    if args.device != "cpu":
+        from . import backend
+
+        if args.task != "classify":
+            raise _UserError(f"--device {args.device} is supported for --task classify only")
+        backend.require(args.device)  # one clear line (exit status 2) without CuPy or a GPU
     if args.task != "classify":
         import importlib
 
@@ -35,7 +41,8 @@ def _cmd_train(args) -> int:
         return task.cli_train(args)
     distributed = True if args.distributed else None  # None: data-parallel when launched by mpiexec -n N > 1
     if args.resume:
-        result = train_run(resume=args.resume, epochs=args.epochs, progress=progress, distributed=distributed)
+        result = train_run(resume=args.resume, epochs=args.epochs, progress=progress, distributed=distributed,
+                           device=args.device)
     else:
         config = {
             "model": args.model, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -44,7 +51,7 @@ def _cmd_train(args) -> int:
             "val_fraction": args.val_fraction, "checkpoint_every": args.checkpoint_every,
             "early_stopping": args.early_stopping, "out": args.out, "augment": args.augment,
         }
-        result = train_run(config, progress=progress, distributed=distributed)
+        result = train_run(config, progress=progress, distributed=distributed, device=args.device)
     if not result.get("is_main", True):
         return 0
     ev = result["eval"]
@@ -195,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="output directory (default runs/MODEL-DATA-TIME)")
     t.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where to train: cpu (NumPy, default) or cuda (CuPy on a GPU; pip install cupy-cuda12x)")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks (automatic under mpiexec -n N with N > 1); "
                         "launch as: mpiexec -n N python -m mpi4py -m striate train ...")
@@ -238,12 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors():
+    from .backend import DeviceError
     from .data import DataError
     from .nn.module import StateDictError
     from .train.checkpoint import CheckpointError
     from .train.loop import TrainingDiverged
 
-    return (_UserError, DataError, CheckpointError, StateDictError, TrainingDiverged, FileNotFoundError,
+    return (_UserError, DeviceError, DataError, CheckpointError, StateDictError, TrainingDiverged, FileNotFoundError,
             PermissionError, IsADirectoryError, NotADirectoryError, ImportError, ValueError)
 
 

@@ -29,7 +29,7 @@ from . import ErrorCase, OpInfo, Sample, register
 def _copy_buffer(v):
     if v is None:
         return None
-    return np.array(v.data if isinstance(v, Tensor) else v, copy=True)
+    return (v.data if isinstance(v, Tensor) else v).copy()  # stays on its device
 
 
 def bn_op(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

@@ -29,6 +29,8 @@ import weakref
 
 import numpy as np
 
+from .. import backend
+
 __all__ = ["Function", "Context", "Node", "no_grad", "enable_grad", "is_grad_enabled", "run_backward"]
 
 #: Callables ``observer(fn, args, kwargs, result)`` notified after every ``Function.apply`` with
@@ -152,8 +154,28 @@ class Node:
         return f"<{self.name}Backward>"
 
 
+def _check_devices(cls, arrays) -> None:
+    """Refuse arrays of different devices in one op (fast for the all-NumPy case)."""
+    for a in arrays:
+        if a is not None and type(a) is not np.ndarray and hasattr(a, "shape") and not isinstance(a, np.generic):
+            backend.check_same_device(cls.__name__, *arrays)
+            return
+
+
+def _zeros_like_grads(grads, shape, dtype):
+    """Zeros for an output that received no gradient, on the device of the others."""
+    xp = backend.get_array_module(*[g for g in grads if g is not None])
+    return xp.zeros(shape, dtype=dtype)
+
+
 class Function:
-    """Base class: subclasses define static ``forward(ctx, *args, **kw)`` and ``backward(ctx, *dys)``."""
+    """Base class: subclasses define static ``forward(ctx, *args, **kw)`` and ``backward(ctx, *dys)``.
+
+    Arrays may be NumPy or device (CuPy) arrays; all array arguments of one call must be on one
+    device (``crosses_devices = True`` exempts ops that move data, such as ``ToDevice``).
+    """
+
+    crosses_devices = False
 
     @staticmethod
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
@@ -168,6 +190,8 @@ class Function:
         from .tensor import Tensor
 
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        if not cls.crosses_devices:
+            _check_devices(cls, arrays)
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         record = _mode.enabled and any(needs)
         ctx = Context(needs)
@@ -175,7 +199,8 @@ class Function:
             out = cls.forward(ctx, *arrays, **kwargs)
         single = not isinstance(out, tuple)
         outs = (out,) if single else out
-        outs = tuple(o if isinstance(o, np.ndarray) else np.asarray(o) for o in outs)
+        outs = tuple(o if isinstance(o, np.ndarray) or backend.device_of(o) != "cpu" else np.asarray(o)
+                     for o in outs)
         tensors = [Tensor._wrap(o) for o in outs]
         if record:
             inputs = tuple(
@@ -235,7 +260,7 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None
                 "first backward() if you need to backward twice."
             )
         grads = [
-            g if g is not None else np.zeros(shape, dtype=dtype)
+            g if g is not None else _zeros_like_grads(grads, shape, dtype)
             for g, (shape, dtype) in zip(grads, node.out_meta)
         ]
         input_grads = node.fn.backward(node.ctx, *grads)
@@ -246,7 +271,8 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None
         for t, g in zip(node.inputs, input_grads):
             if t is None or g is None:
                 continue
-            g = np.asarray(g)
+            if not hasattr(g, "shape"):
+                g = np.asarray(g)
             if g.shape != t.shape:
                 raise RuntimeError(
                     f"{node.name}.backward returned a gradient of shape {g.shape} for an input of "

@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from .. import backend
 from ..kernels.shapes import normalize_dim
 from .function import Function
 from .tensor import Tensor, as_array
@@ -41,8 +42,8 @@ def _operands(a, b):
         if isinstance(x, numbers.Number) and not isinstance(x, np.ndarray):
             o = as_array(other)
             dt = o.dtype if np.issubdtype(o.dtype, np.floating) or isinstance(x, numbers.Integral) else np.float32
-            return np.asarray(x, dtype=dt)
-        return np.asarray(x)
+            return np.dtype(dt).type(x)  # a NumPy scalar: it goes with arrays of any device
+        return as_array(x)
     return conv(a, b), conv(b, a)
 
 
@@ -113,13 +114,13 @@ class Pow(Function):
     def forward(ctx, a, *, exponent):
         ctx.save(a)
         ctx.exponent = exponent
-        return np.power(a, np.asarray(exponent, dtype=a.dtype))
+        return np.power(a, a.dtype.type(exponent))
 
     @staticmethod
     def backward(ctx, dy):
         (a,) = ctx.saved
         p = ctx.exponent
-        return (dy * p * np.power(a, np.asarray(p - 1, dtype=a.dtype)),)
+        return (dy * p * np.power(a, a.dtype.type(p - 1)),)
 
 
 class MatMul(Function):
@@ -212,7 +213,7 @@ class Sum(Function):
     def forward(ctx, x, *, dim=None, keepdim=False):
         axes = _axes(dim, x.shape)
         ctx.shape, ctx.axes, ctx.keepdim = x.shape, axes, keepdim
-        return np.asarray(x.sum(axis=axes, keepdims=keepdim))
+        return backend.get_array_module(x).asarray(x.sum(axis=axes, keepdims=keepdim))
 
     @staticmethod
     def backward(ctx, dy):
@@ -227,7 +228,7 @@ class Mean(Function):
         axes = _axes(dim, x.shape)
         ctx.shape, ctx.axes, ctx.keepdim = x.shape, axes, keepdim
         ctx.count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-        return np.asarray(x.mean(axis=axes, keepdims=keepdim))
+        return backend.get_array_module(x).asarray(x.mean(axis=axes, keepdims=keepdim))
 
     @staticmethod
     def backward(ctx, dy):
@@ -287,15 +288,15 @@ class GetItem(Function):
     @staticmethod
     def forward(ctx, x, *, index):
         ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
-        return np.asarray(x[index])
+        return backend.get_array_module(x).asarray(x[index])
 
     @staticmethod
     def backward(ctx, dy):
-        dx = np.zeros(ctx.shape, dtype=dy.dtype)
+        dx = backend.get_array_module(dy).zeros(ctx.shape, dtype=dy.dtype)
         if _is_basic_index(ctx.index):
             dx[ctx.index] = dy  # a view: each input element appears at most once
         else:
-            np.add.at(dx, ctx.index, dy)  # repeated advanced indices accumulate
+            backend.scatter_add(dx, ctx.index, dy)  # repeated advanced indices accumulate
         return (dx,)
 
 
@@ -314,6 +315,21 @@ class Cast(Function):
     @staticmethod
     def backward(ctx, dy):
         return (dy.astype(ctx.dtype),)
+
+
+class ToDevice(Function):
+    """Move to another device; the gradient goes back to the device of the input."""
+
+    crosses_devices = True
+
+    @staticmethod
+    def forward(ctx, x, *, device):
+        ctx.device = backend.device_of(x)
+        return backend.to_device(x, device)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return (backend.to_device(dy, ctx.device),)
 
 
 class Clone(Function):

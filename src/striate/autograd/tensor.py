@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from .function import is_grad_enabled, run_backward
 
 __all__ = ["Tensor", "tensor", "as_array"]
@@ -31,6 +32,9 @@ def _default_array(data, dtype) -> np.ndarray:
     """Convert ``data`` like ``torch.tensor``: arrays keep their dtype, Python floats become float32."""
     if isinstance(data, Tensor):
         arr = data.data
+    elif backend.device_of(data) != "cpu":  # a device (CuPy) array: keep it on its device
+        xp = backend.get_array_module(data)
+        return xp.array(data, dtype=dtype, copy=True)
     elif isinstance(data, np.ndarray):
         arr = data
     elif isinstance(data, np.generic):
@@ -43,14 +47,19 @@ def _default_array(data, dtype) -> np.ndarray:
             arr = arr.astype(np.int64)
         elif arr.dtype == object:
             raise TypeError(f"cannot build a tensor from {type(data).__name__} holding mixed objects")
+    xp = backend.get_array_module(arr)
     if dtype is not None:
-        return np.array(arr, dtype=dtype, copy=True)
-    return np.array(arr, copy=True)
+        return xp.array(arr, dtype=dtype, copy=True)
+    return xp.array(arr, copy=True)
 
 
 def as_array(x) -> np.ndarray:
-    """The ndarray behind a Tensor (no copy), or ``np.asarray`` of anything else."""
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    """The array behind a Tensor (no copy), a device array as it is, or ``np.asarray`` of anything else."""
+    if isinstance(x, Tensor):
+        return x.data
+    if backend.device_of(x) != "cpu":
+        return x
+    return np.asarray(x)
 
 
 class Tensor:
@@ -99,6 +108,15 @@ class Tensor:
         return self.data.ndim
 
     @property
+    def device(self) -> str:
+        """Where the data lives: ``"cpu"`` (a NumPy array) or ``"cuda"`` (a CuPy array)."""
+        return backend.device_of(self.data)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device == "cuda"
+
+    @property
     def is_leaf(self) -> bool:
         return self._node is None
 
@@ -125,15 +143,18 @@ class Tensor:
         return self.shape[0]
 
     def numpy(self) -> np.ndarray:
-        """The underlying array (shared, not copied), as ``torch.Tensor.numpy``."""
+        """The data as a NumPy array, as ``torch.Tensor.numpy``: the underlying array itself
+        (shared, not copied) on the CPU; a host copy of a device tensor (unlike PyTorch, which
+        asks for ``.cpu()`` first)."""
         if self.requires_grad and self._node is not None:
             raise RuntimeError("call .detach().numpy() on a tensor that is part of a graph")
-        return self.data
+        return backend.to_numpy(self.data)
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is not None and np.dtype(dtype) != self.data.dtype:
-            return self.data.astype(dtype)
-        return self.data.copy() if copy else self.data
+        data = backend.to_numpy(self.data)
+        if dtype is not None and np.dtype(dtype) != data.dtype:
+            return data.astype(dtype)
+        return data.copy() if copy and data is self.data else data
 
     def item(self):
         if self.data.size != 1:
@@ -141,7 +162,7 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def tolist(self):
-        return self.data.tolist()
+        return backend.to_numpy(self.data).tolist()
 
     def detach(self) -> "Tensor":
         return Tensor._wrap(self.data)
@@ -171,10 +192,27 @@ class Tensor:
             return self
         return ops.Cast.apply(self, dtype=dtype)
 
-    def to(self, dtype=None) -> "Tensor":
-        if dtype is None or (isinstance(dtype, str) and dtype == "cpu"):
-            return self
-        return self.astype(dtype)
+    def to(self, *args, device=None, dtype=None) -> "Tensor":
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or the keywords, as in PyTorch.
+
+        A device is ``"cpu"`` or ``"cuda"``; moving is recorded (gradients flow back to the
+        original device).  Returns ``self`` when nothing changes.
+        """
+        device, dtype = _split_to_args("Tensor.to", args, device, dtype)
+        out = self
+        if device is not None and device != self.device:
+            from . import ops
+
+            out = ops.ToDevice.apply(out, device=device)
+        if dtype is not None:
+            out = out.astype(dtype)
+        return out
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
 
     def float(self) -> "Tensor":
         return self.astype(np.float32)
@@ -188,7 +226,7 @@ class Tensor:
     # ----------------------------------------------------------------- autograd
     def _accumulate(self, g: np.ndarray) -> None:
         if self.grad is None:
-            self.grad = Tensor._wrap(np.array(g, dtype=self.dtype, copy=True))
+            self.grad = Tensor._wrap(backend.get_array_module(g).array(g, dtype=self.dtype, copy=True))
         else:
             self.grad.data = self.grad.data + g
 
@@ -205,9 +243,11 @@ class Tensor:
                     f"backward() without a gradient needs a scalar output, got shape {self.shape}; "
                     "pass gradient= with the same shape"
                 )
-            g = np.ones(self.shape, dtype=self.dtype)
+            g = backend.get_array_module(self.data).ones(self.shape, dtype=self.dtype)
         else:
-            g = np.asarray(as_array(gradient), dtype=self.dtype)
+            g = as_array(gradient)
+            backend.check_same_device("backward", self.data, g)
+            g = g.astype(self.dtype, copy=False)
             if g.shape != self.shape:
                 raise RuntimeError(f"gradient has shape {g.shape} but the tensor has shape {self.shape}")
         run_backward(self, g, retain_graph=retain_graph)
@@ -218,10 +258,12 @@ class Tensor:
 
     # ----------------------------------------------------------------- repr
     def __repr__(self) -> str:
-        body = np.array2string(self.data, separator=", ", precision=4, threshold=50, prefix="tensor(")
+        body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4, threshold=50, prefix="tensor(")
         extra = ""
         if self.dtype != np.float32 and self.dtype != np.int64:
             extra += f", dtype={self.dtype}"
+        if self.device != "cpu":
+            extra += f", device='{self.device}'"
         if self._node is not None:
             extra += f", grad_fn={self._node!r}"
         elif self.requires_grad:
@@ -285,7 +327,9 @@ class Tensor:
         return ops.getitem(self, index)
 
     def _compare(self, other, fn):
-        return Tensor._wrap(fn(self.data, as_array(other)))
+        other = as_array(other)
+        backend.check_same_device(fn.__name__, self.data, other)
+        return Tensor._wrap(fn(self.data, other))
 
     def __eq__(self, other):  # elementwise, as in torch/numpy
         return self._compare(other, np.equal)
@@ -372,8 +416,9 @@ class Tensor:
         return ops.amax(self, dim=dim, keepdim=keepdim)
 
     def argmax(self, dim=None, keepdim: bool = False):
-        idx = np.argmax(self.data, axis=dim, keepdims=keepdim if dim is not None else False)
-        return Tensor._wrap(np.asarray(idx, dtype=np.int64))
+        xp = backend.get_array_module(self.data)
+        idx = xp.argmax(self.data, axis=dim, keepdims=keepdim if dim is not None else False)
+        return Tensor._wrap(xp.asarray(idx, dtype=np.int64))
 
     # activations as methods, as on torch.Tensor (the functional ops do the work)
     def relu(self):
@@ -409,6 +454,33 @@ class Tensor:
         if self.shape[dim] != 1:
             return self
         return self.reshape(self.shape[:dim] + self.shape[dim + 1 :])
+
+
+def _split_to_args(what, args, device, dtype):
+    """Sort ``to()``'s positional arguments into (device, dtype): strings naming a device are
+    devices, anything else a dtype."""
+    if len(args) > 2:
+        raise TypeError(f"{what}() takes at most a device and a dtype, got {len(args)} arguments")
+    for a in args:
+        if _is_device(a):
+            if device is not None:
+                raise TypeError(f"{what}(): device given twice")
+            device = a
+        else:
+            if dtype is not None:
+                raise TypeError(f"{what}(): dtype given twice")
+            dtype = a
+    if device is not None:
+        device = backend.normalize_device(device)
+    return device, (None if dtype is None else _as_dtype(dtype))
+
+
+def _is_device(value) -> bool:
+    if hasattr(value, "type") and isinstance(getattr(value, "type"), str):
+        return True
+    if not isinstance(value, str):
+        return False
+    return value.strip().lower().partition(":")[0] in backend.DEVICES
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:

@@ -32,6 +32,7 @@ import warnings
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Function
 from ..autograd.tensor import _as_dtype, as_array
 from ..kernels import activation as K
@@ -227,7 +228,7 @@ class _SoftmaxBase(Function):
 
     @classmethod
     def _forward(cls, ctx, x, dim, dtype):
-        x = np.asarray(x)
+        x = backend.asarray(x)
         ctx.in_dtype = x.dtype
         if dtype is not None:
             x = x.astype(_resolve_dtype(dtype))

@@ -6,6 +6,7 @@ import builtins
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Function, Tensor
 from ..autograd import ops as _ops
 from ..autograd.tensor import as_array
@@ -78,7 +79,7 @@ class _Cat(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        cuts = np.cumsum(ctx.sizes)[:-1]
+        cuts = np.cumsum(ctx.sizes)[:-1].tolist()
         return tuple(np.split(dy, cuts, axis=ctx.axis))
 
 
@@ -120,7 +121,7 @@ class _Slice(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        dx = np.zeros(ctx.shape, dtype=dy.dtype)
+        dx = backend.get_array_module(dy).zeros(ctx.shape, dtype=dy.dtype)
         index = [slice(None)] * dx.ndim
         index[ctx.axis] = slice(ctx.start, ctx.stop)
         dx[tuple(index)] = dy
@@ -163,12 +164,12 @@ class _Pad(Function):
         y = np.pad(x, grow, mode="constant", constant_values=value)[crop]
         ctx.pairs = pairs
         ctx.shape = x.shape
-        return np.ascontiguousarray(y)
+        return backend.get_array_module(y).ascontiguousarray(y)
 
     @staticmethod
     def backward(ctx, dy):
         # the gradient of a pad is a crop of the same amounts (and zero where the input was cropped)
-        dx = np.zeros(ctx.shape, dtype=dy.dtype)
+        dx = backend.get_array_module(dy).zeros(ctx.shape, dtype=dy.dtype)
         src, dst = [], []
         for (lo, hi), s, so in zip(ctx.pairs, ctx.shape, dy.shape):
             a = max(lo, 0)

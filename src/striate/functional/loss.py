@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Function, Tensor, is_grad_enabled
 from ..kernels import loss as K
 
@@ -55,11 +56,11 @@ def _reduction(size_average, reduce, reduction: str) -> str:
 
 def _as_target(target):
     """Tensors pass through (so probability targets can carry gradients); anything else -> array."""
-    return target if isinstance(target, Tensor) else np.asarray(target)
+    return target if isinstance(target, Tensor) else backend.asarray(target)
 
 
 def _array(x):
-    return x.data if isinstance(x, Tensor) else (None if x is None else np.asarray(x))
+    return x.data if isinstance(x, Tensor) else (None if x is None else backend.asarray(x))
 
 
 def _refuse_grad(op: str, name: str, value) -> None:

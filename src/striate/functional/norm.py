@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from .. import random as _random
 from ..autograd import Function, Tensor
 from ..autograd.tensor import as_array
@@ -53,13 +54,13 @@ class _BatchNorm(Function):
 
 def _buffer(v, name):
     """A running statistic: a Tensor or ndarray updated in place (never converted or copied)."""
-    if v is None or isinstance(v, (Tensor, np.ndarray)):
+    if v is None or isinstance(v, (Tensor, np.ndarray)) or backend.device_of(v) != "cpu":
         return v
     raise TypeError(f"batch_norm: {name} must be a Tensor, an ndarray or None, got {type(v).__name__}")
 
 
 def _operand(v):
-    return v if v is None or isinstance(v, (Tensor, np.ndarray)) else np.asarray(v)
+    return v if v is None or isinstance(v, Tensor) else backend.asarray(v)
 
 
 def batch_norm(
@@ -123,7 +124,7 @@ def _resolve_generator(generator) -> np.random.Generator:
 
 def _identity(input):
     # PyTorch returns the input itself when dropout does nothing; so do we
-    return input if isinstance(input, Tensor) else Tensor._wrap(np.asarray(input))
+    return input if isinstance(input, Tensor) else Tensor._wrap(backend.asarray(input))
 
 
 def _dropout(input, p, training, generator, mask_shape_of):
@@ -135,6 +136,8 @@ def _dropout(input, p, training, generator, mask_shape_of):
     shape = mask_shape_of(x.shape)
     gen = _resolve_generator(generator)
     mask = np.zeros(shape, dtype=bool) if p == 1.0 else K.dropout_mask(shape, p, gen)
+    # drawn on the host from the NumPy generator (the same mask on every device), then moved
+    mask = backend.to_device(mask, backend.device_of(x))
     return _Dropout.apply(input if isinstance(input, Tensor) else x, mask=mask, p=p)
 
 

@@ -34,6 +34,7 @@ import functools
 
 import numpy as np
 
+from ..backend import get_array_module
 from . import parallel
 from .shapes import DimError, ShapeError, fmt_shape, normalize_dim
 
@@ -70,13 +71,23 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 def _check_input(x, op: str) -> np.ndarray:
     """``x`` as an ndarray of floating point numbers, or a TypeError naming dtype and shape."""
-    x = np.asarray(x)
+    x = _asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(
             f"{op}: input must be a floating-point array, got dtype {x.dtype} with shape "
             f"{fmt_shape(x.shape)}; convert it explicitly (e.g. .astype(np.float32))"
         )
     return x
+
+
+def _asarray(x):
+    """``np.asarray(x)``, except that a device (CuPy) array stays where it is."""
+    return x if type(x) is np.ndarray or get_array_module(x) is not np else np.asarray(x)
+
+
+def _on_host(*arrays) -> bool:
+    """True when the arrays are NumPy's (the threaded fast paths apply)."""
+    return get_array_module(*arrays) is np
 
 
 def _scalar(value, name: str, op: str) -> float:
@@ -100,6 +111,8 @@ def _mask_bits(cond: np.ndarray, itype) -> np.ndarray:
 
 def _keep(cond: np.ndarray, a: np.ndarray) -> np.ndarray:
     """``a`` where ``cond``, else +0 (``np.where(cond, a, 0)``, bit-exact, branch-free)."""
+    if not _on_host(cond, a):
+        return get_array_module(cond, a).where(cond, a, a.dtype.type(0))
     it = _INT_OF_SIZE[a.dtype.itemsize]
     m = _mask_bits(cond, it)
     np.bitwise_and(m, a.view(it), out=m)
@@ -109,6 +122,11 @@ def _keep(cond: np.ndarray, a: np.ndarray) -> np.ndarray:
 def _select(cond: np.ndarray, a, b, dtype) -> np.ndarray:
     """``np.where(cond, a, b)`` of ``dtype``, bit-exact and branch-free; a and b may be scalars."""
     dtype = np.dtype(dtype)
+    if not _on_host(cond, a, b):  # a device module: its where is a fused kernel already
+        xp = get_array_module(cond, a, b)
+        a = dtype.type(a) if np.isscalar(a) else a
+        b = dtype.type(b) if np.isscalar(b) else b
+        return xp.where(cond, a, b).astype(dtype, copy=False)
     it = _INT_OF_SIZE[dtype.itemsize]
     a = np.asarray(a, dtype=dtype).view(it)
     b = np.asarray(b, dtype=dtype).view(it)
@@ -126,7 +144,7 @@ def _pointwise_forward(fn):
 
     @functools.wraps(fn)
     def wrapper(x, *args, **kwargs):
-        x = np.asarray(x)
+        x = _asarray(x)
         if x.ndim == 0:
             y, cache = fn(x.reshape(1), *args, **kwargs)
             return y.reshape(()), cache
@@ -140,7 +158,7 @@ def _pointwise_backward(fn):
 
     @functools.wraps(fn)
     def wrapper(dy, cache):
-        dy = np.asarray(dy)
+        dy = _asarray(dy)
         if dy.ndim == 0:
             return fn(dy.reshape(1), cache).reshape(())
         return fn(dy, cache)
@@ -245,7 +263,7 @@ def _erf_dtype(x: np.ndarray):
 
 def _erf_pair(x, want_erf: bool) -> np.ndarray:
     """erf(x) or erfc(x): Cody's first interval where |x| <= 0.46875, erfc(|x|) elsewhere."""
-    x = np.asarray(x)
+    x = _asarray(x)
     work = x.astype(_erf_dtype(x), copy=False).reshape(-1)
     with np.errstate(under="ignore"):
         small = np.abs(work) <= _ERF_SMALL
@@ -300,7 +318,7 @@ _PARALLEL_BYTES = 2 << 20  # relu on arrays this large is split over the cores (
 def relu_forward(x):
     """y = max(x, 0).  x (*) -> y (*); the cache is y.  Large arrays are split over the cores."""
     x = _check_input(x, "relu")
-    if x.flags.c_contiguous and x.nbytes >= _PARALLEL_BYTES:
+    if x.flags.c_contiguous and x.nbytes >= _PARALLEL_BYTES and _on_host(x):
         y = np.empty_like(x)
         parallel.map_blocks(lambda o, a: np.maximum(a, 0, out=o), y, x)
         return y, y
@@ -312,7 +330,8 @@ def relu_forward(x):
 def relu_backward(dy, cache):
     """dx = dy where y > 0, else 0 (PyTorch's convention: zero gradient at x = 0)."""
     y = cache
-    if dy.shape == y.shape and dy.flags.c_contiguous and y.flags.c_contiguous and dy.nbytes >= _PARALLEL_BYTES:
+    if (dy.shape == y.shape and dy.flags.c_contiguous and y.flags.c_contiguous and dy.nbytes >= _PARALLEL_BYTES
+            and _on_host(dy, y)):
         dx = np.empty_like(dy)
         parallel.map_blocks(lambda o, g, yy: np.copyto(o, _relu_grad(g, yy)), dx, dy, y)
         return dx
@@ -437,7 +456,7 @@ def prelu_forward(x, weight):
     The cache is (x, weight, the weight broadcast to x's rank).
     """
     x = _check_input(x, "prelu")
-    weight = np.asarray(weight)
+    weight = _asarray(weight)
     if weight.dtype != x.dtype:
         raise TypeError(
             f"prelu: dtype mismatch: input is {x.dtype} {fmt_shape(x.shape)} but weight is "
@@ -538,7 +557,7 @@ def _sigmoid(x, negate: bool = False):
     1 / inf = 0 (the true value is below the smallest normal number there).  That overflow is
     intended, so its warning is silenced.
     """
-    t = np.array(x, copy=True) if negate else np.negative(x)
+    t = x.copy() if negate else np.negative(x)
     with np.errstate(over="ignore", under="ignore"):
         np.exp(t, out=t)
     t += 1.0

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import get_array_module
 from . import parallel, workspace
 from .im2col import (col2im_chunk_add, col2im_chunk_add_cl, im2col, im2col_chunk, im2col_chunk_cl, im2col_padded_cl,
                      pad_into_cl, padded_extent)
@@ -226,15 +227,22 @@ def _conv_gemm(x, w, b, stride, padding, dilation, groups):
     o, cg, kh, kw = w.shape
     cols, (ho, wo) = im2col(x, (kh, kw), stride, padding, dilation, groups)
     wg = w.reshape(groups, o // groups, cg * kh * kw)
-    z = np.matmul(wg, cols)  # (G, O_g, N*Ho*Wo): one GEMM per group
+    xp = get_array_module(x, w)
+    z = xp.matmul(wg, cols)  # (G, O_g, N*Ho*Wo): one GEMM per group
     # (G, O_g) is O; bring the batch axis in front (and add the bias) in a single pass
     zt = z.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
-    out = np.empty((n, o, ho, wo), dtype=z.dtype)
+    out = xp.empty((n, o, ho, wo), dtype=z.dtype)
     if b is not None:
-        np.add(zt, b.reshape(1, o, 1, 1), out=out)
+        xp.add(zt, b.reshape(1, o, 1, 1), out=out)
     else:
-        np.copyto(out, zt)
+        out[...] = zt
     return out, cols
+
+
+def _device(*arrays) -> bool:
+    """True for device (CuPy) arrays: they take the whole-batch GEMM path (``_conv_gemm``), the
+    threaded, chunked kernels below being written for NumPy."""
+    return get_array_module(*arrays) is not np
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups, *, keep_cols: bool = True, layout=None):
@@ -250,7 +258,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, *, keep_cols: boo
     stride, dilation = tuple(stride), tuple(dilation)
     padding = tuple(tuple(p) for p in padding)
     check_conv_args("conv2d", x, w, b, stride, padding, dilation, groups)
-    if groups == 1:
+    if groups == 1 and not _device(x, w, b):
         # the chunked path rebuilds columns chunk by chunk in the backward: nothing to keep
         z = conv2d_forward_chunked(x, w, b, stride, padding, dilation, layout=layout)
         return z, (x, w, b is not None, None, stride, padding, dilation, groups)
@@ -267,7 +275,7 @@ def _flip_transpose(w, groups=1):
     """
     o, cg, kh, kw = w.shape
     wt = w.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    return np.ascontiguousarray(wt[..., ::-1, ::-1]).reshape(groups * cg, o // groups, kh, kw)
+    return get_array_module(w).ascontiguousarray(wt[..., ::-1, ::-1]).reshape(groups * cg, o // groups, kh, kw)
 
 
 def conv2d_backward_data(dz, w, x_shape, stride, padding, dilation, groups, algorithm=None, layout=None):
@@ -291,7 +299,7 @@ def conv2d_backward_data(dz, w, x_shape, stride, padding, dilation, groups, algo
     above, "col2im": the sum of kernel-offset slices; ``None``: :func:`dx_algorithm` decides)
     in ``layout`` (``None``: :func:`conv_layout`).
     """
-    if groups == 1:
+    if groups == 1 and not _device(dz, w):
         return _conv_backward_chunked(dz, None, w, tuple(x_shape), stride, padding, dilation, (True, False, False),
                                       algorithm, layout)[0]
     kernel = w.shape[2:]
@@ -319,8 +327,9 @@ def conv2d_backward_weight(dz, cols, w_shape, groups):
     n, o = dz.shape[:2]
     # (N, O, P) -> (G, O_g, N*P), the column order of cols
     p = int(np.prod(dz.shape[2:]))
-    dzg = np.ascontiguousarray(dz.reshape(n, o, p).transpose(1, 0, 2)).reshape(groups, o // groups, n * p)
-    dw = np.matmul(dzg, cols.transpose(0, 2, 1))
+    xp = get_array_module(dz, cols)
+    dzg = xp.ascontiguousarray(dz.reshape(n, o, p).transpose(1, 0, 2)).reshape(groups, o // groups, n * p)
+    dw = xp.matmul(dzg, cols.transpose(0, 2, 1))
     return dw.reshape(w_shape)
 
 
@@ -333,7 +342,7 @@ def conv2d_backward(dz, cache, need=(True, True, True), algorithm=None, layout=N
     """
     x, w, has_bias, cols, stride, padding, dilation, groups = cache
     need = tuple(need) + (True,) * (3 - len(need))
-    if groups == 1:
+    if groups == 1 and not _device(dz, x, w):
         return _conv_backward_chunked(dz, x, w, x.shape, stride, padding, dilation,
                                       (need[0], need[1], need[2] and has_bias), algorithm, layout)
     dx = dw = db = None

@@ -59,6 +59,8 @@ import functools
 
 import numpy as np
 
+from ..backend import as_strided as _as_strided
+from ..backend import get_array_module
 from .shapes import effective_kernel
 
 __all__ = [
@@ -86,7 +88,8 @@ def pad_signed(x: np.ndarray, pairs) -> np.ndarray:
     src = [(max(0, -lo), max(max(0, -lo), min(n, n + hi))) for (lo, hi), n in zip(pairs, tail)]
     if all(lo <= 0 and hi <= 0 for lo, hi in pairs):
         return x[(slice(None),) * lead + tuple(slice(a, b) for a, b in src)]
-    out = np.zeros(x.shape[:lead] + tuple(n + lo + hi for (lo, hi), n in zip(pairs, tail)), dtype=x.dtype)
+    xp = get_array_module(x)
+    out = xp.zeros(x.shape[:lead] + tuple(n + lo + hi for (lo, hi), n in zip(pairs, tail)), dtype=x.dtype)
     out[(slice(None),) * lead + tuple(slice(a + lo, b + lo) for (a, b), (lo, _) in zip(src, pairs))] = (
         x[(slice(None),) * lead + tuple(slice(a, b) for a, b in src)]
     )
@@ -110,12 +113,7 @@ def window_view(xp: np.ndarray, kernel, stride, dilation) -> np.ndarray:
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     ho, wo = conv_output_hw((hp, wp), kernel, stride, dilation)
     bn, bc, bh, bw = xp.strides
-    return np.lib.stride_tricks.as_strided(
-        xp,
-        shape=(n, c, kh, kw, ho, wo),
-        strides=(bn, bc, dh * bh, dw * bw, sh * bh, sw * bw),
-        writeable=False,
-    )
+    return _as_strided(xp, (n, c, kh, kw, ho, wo), (bn, bc, dh * bh, dw * bw, sh * bh, sw * bw))
 
 
 def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1):
@@ -132,8 +130,8 @@ def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1):
     cg = c // groups
     # split C into (G, C_g) -- still a view -- then bring the batch next to the output pixels
     v = v.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6)
-    cols = np.empty((groups, cg, kh, kw, n, ho, wo), dtype=x.dtype)
-    np.copyto(cols, v)
+    cols = get_array_module(x).empty((groups, cg, kh, kw, n, ho, wo), dtype=x.dtype)
+    cols[...] = v
     return cols.reshape(groups, cg * kh * kw, n * ho * wo), (ho, wo)
 
 

@@ -29,6 +29,8 @@ import functools
 
 import numpy as np
 
+from ..backend import asarray as _asarray
+from ..backend import get_array_module
 from .shapes import ShapeError, check_float, check_same_dtype, fmt_shape
 
 __all__ = [
@@ -78,14 +80,14 @@ def _reduce(loss: np.ndarray, reduction: str, denom) -> np.ndarray:
         return loss
     total = loss.sum(dtype=loss.dtype)
     if reduction == "sum":
-        return np.asarray(total)
+        return _asarray(total)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(total / denom, dtype=loss.dtype)
+        return _asarray(total / denom, dtype=loss.dtype)
 
 
 def _coeff(dy: np.ndarray, reduction: str, denom) -> np.ndarray:
     """d (reduced loss) / d (per-element loss), broadcastable to the per-element loss."""
-    dy = np.asarray(dy)
+    dy = _asarray(dy)
     if reduction == "mean":
         with np.errstate(invalid="ignore", divide="ignore"):
             return dy / denom
@@ -106,7 +108,9 @@ def _quiet(fn):
 
 def _typed(value, dtype) -> np.ndarray:
     """A 0-d array of ``dtype`` (so that counts and sums never promote float32 to float64)."""
-    return np.asarray(value, dtype=dtype)
+    if get_array_module(value) is not np:
+        return value.astype(dtype, copy=False)
+    return np.dtype(dtype).type(value)  # a NumPy scalar goes with arrays of any device
 
 
 def _softmax_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +144,8 @@ def _flat_class_index(safe: np.ndarray, C: int) -> np.ndarray:
     N = safe.shape[0]
     S = int(np.prod(safe.shape[1:], dtype=np.intp))
     y = safe.reshape(N, S)
-    flat = (np.arange(N, dtype=np.intp)[:, None] * C + y) * S + np.arange(S, dtype=np.intp)
+    xp = get_array_module(safe)
+    flat = (xp.arange(N, dtype=np.intp)[:, None] * C + y) * S + xp.arange(S, dtype=np.intp)
     return flat.reshape(-1)
 
 
@@ -305,7 +310,7 @@ def cross_entropy_forward(
     out = _reduce(loss, reduction, denom)
     if reduction == "mean" and denom == 0:
         # PyTorch averages the nll and smoothing terms separately; the nll one is 0/0 = NaN
-        out = _typed(np.nan, dtype)
+        out = get_array_module(loss).asarray(np.nan, dtype=dtype)
     if unbatched and reduction == "none":
         out = out[0]
     return out, (p, saved, weight, probs, e, reduction, denom, unbatched)
@@ -325,7 +330,7 @@ def cross_entropy_backward(dy: np.ndarray, cache, need=(True, True, True)):
     p, saved, weight, probs, e, reduction, denom, unbatched = cache
     need = tuple(need) + (False,) * (3 - len(need))
     dtype, C, nd = p.dtype, p.shape[1], p.ndim
-    dy = np.asarray(dy, dtype=dtype)
+    dy = _asarray(dy, dtype=dtype)
     if unbatched and reduction == "none":
         dy = dy[None]
     g = np.broadcast_to(_coeff(dy, reduction, denom), p.shape[:1] + p.shape[2:])
@@ -385,7 +390,7 @@ def nll_loss_forward(
     z, tgt, unbatched = _batched(x, target)
     safe, valid, wy = _index_terms(tgt, weight, ignore_index, z.dtype)
     flat = _flat_class_index(safe, z.shape[1])
-    loss = np.ascontiguousarray(z).reshape(-1)[flat].reshape(wy.shape)
+    loss = get_array_module(z).ascontiguousarray(z).reshape(-1)[flat].reshape(wy.shape)
     loss *= -wy
     loss[~valid] = 0  # skipped outright, so a -inf log-probability there cannot give NaN
     denom = wy.sum(dtype=z.dtype)
@@ -401,12 +406,12 @@ def nll_loss_backward(dy: np.ndarray, cache, need=(True, True, True)):
     shape, dtype, flat, valid, wy, reduction, denom, unbatched = cache
     if not need[0]:
         return None, None, None
-    dy = np.asarray(dy, dtype=dtype)
+    dy = _asarray(dy, dtype=dtype)
     if unbatched and reduction == "none":
         dy = dy[None]
     g = np.broadcast_to(_coeff(dy, reduction, denom), wy.shape)
     g = np.where(valid, g, 0).astype(dtype, copy=False)  # ignored positions give exactly 0
-    dx = np.zeros(shape, dtype=dtype)
+    dx = get_array_module(dy).zeros(shape, dtype=dtype)
     dx.reshape(-1)[flat] = -(g * wy).reshape(-1)
     return (dx[0] if unbatched else dx), None, None
 
@@ -479,7 +484,7 @@ def mse_loss_forward(x, t, weight=None, *, reduction="mean"):
 def mse_loss_backward(dy, cache, need=(True, True, True)):
     """d x = 2 (x - t) w g;  d t = -d x;  d w = (x - t)^2 g (mean: ((x-t)^2 - loss) g)."""
     d, e, w, reduction, denom, out = cache
-    g = _coeff(np.asarray(dy, dtype=d.dtype), reduction, denom)
+    g = _coeff(_asarray(dy, dtype=d.dtype), reduction, denom)
     dx = dt = dw = None
     if need[0] or need[1]:
         gx = _weighted(2 * d * g, w)
@@ -506,7 +511,7 @@ def l1_loss_forward(x, t, weight=None, *, reduction="mean"):
 def l1_loss_backward(dy, cache, need=(True, True, True)):
     """d x = sign(x - t) w g (sign(0) = 0, as PyTorch);  d t = -d x;  d w = |x - t| g."""
     d, e, w, reduction, denom, out = cache
-    g = _coeff(np.asarray(dy, dtype=d.dtype), reduction, denom)
+    g = _coeff(_asarray(dy, dtype=d.dtype), reduction, denom)
     dx = dt = dw = None
     if need[0] or need[1]:
         gx = _weighted(np.sign(d) * g, w)
@@ -541,7 +546,7 @@ def smooth_l1_loss_forward(x, t, *, reduction="mean", beta=1.0):
 def smooth_l1_loss_backward(dy, cache, need=(True, True)):
     """d x = clip(d / beta, -1, 1) g (sign(d) g when beta == 0);  d t = -d x."""
     d, beta, reduction, denom = cache
-    g = _coeff(np.asarray(dy, dtype=d.dtype), reduction, denom)
+    g = _coeff(_asarray(dy, dtype=d.dtype), reduction, denom)
     slope = np.sign(d) if beta == 0 else np.clip(d / beta, -1, 1)
     gx = slope * g
     return (gx if need[0] else None), (-gx if len(need) > 1 and need[1] else None)
@@ -567,7 +572,7 @@ def huber_loss_forward(x, t, weight=None, *, reduction="mean", delta=1.0):
 def huber_loss_backward(dy, cache, need=(True, True, True)):
     """d x = clip(d, -delta, delta) w g;  d t = -d x;  d w = huber(d) g."""
     d, e, w, delta, reduction, denom, out = cache
-    g = _coeff(np.asarray(dy, dtype=d.dtype), reduction, denom)
+    g = _coeff(_asarray(dy, dtype=d.dtype), reduction, denom)
     dx = dt = dw = None
     if need[0] or need[1]:
         gx = _weighted(np.clip(d, -delta, delta) * g, w)
@@ -606,7 +611,7 @@ def binary_cross_entropy_forward(x, t, weight=None, *, reduction="mean"):
 def binary_cross_entropy_backward(dy, cache, need=(True, True)):
     """d x = w g (x - t) / max(x (1 - x), 1e-12);  d t = w g (log(1 - x) - log x) (unclamped)."""
     x, t, w, reduction, denom = cache
-    g = _coeff(np.asarray(dy, dtype=x.dtype), reduction, denom)
+    g = _coeff(_asarray(dy, dtype=x.dtype), reduction, denom)
     dx = dt = None
     if need[0]:
         dx = _weighted((x - t) / np.maximum((1 - x) * x, BCE_GRAD_EPS) * g, w)
@@ -654,7 +659,7 @@ def binary_cross_entropy_with_logits_backward(dy, cache, need=(True, True)):
     """d x = w g ((pos_weight t + 1 - t) sigmoid(x) - pos_weight t)  (sigmoid(x) - t without
     pos_weight);  d t = w g (log_sigmoid(-x) - pos_weight log_sigmoid(x))  (-x without it)."""
     x, t, w, pw, reduction, denom = cache
-    g = _coeff(np.asarray(dy, dtype=x.dtype), reduction, denom)
+    g = _coeff(_asarray(dy, dtype=x.dtype), reduction, denom)
     dx = dt = None
     if need[0]:
         if pw is not None:

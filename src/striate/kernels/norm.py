@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..backend import device_of, get_array_module
 from . import parallel, workspace
 from .shapes import ShapeError, check_float, check_rank, check_same_dtype, fmt_shape
 
@@ -55,12 +56,12 @@ def _ncl(a: np.ndarray) -> np.ndarray:
 
 def _channel_sum(a: np.ndarray) -> np.ndarray:
     """sum over every axis but C: (N, C, *S) -> (C,)."""
-    return np.einsum("ncl->c", _ncl(a))
+    return get_array_module(a).einsum("ncl->c", _ncl(a))
 
 
 def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """sum over every axis but C of a * b, without materialising the product."""
-    return np.einsum("ncl,ncl->c", _ncl(a), _ncl(b))
+    return get_array_module(a, b).einsum("ncl,ncl->c", _ncl(a), _ncl(b))
 
 
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -97,7 +98,7 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
     * in training, each channel needs more than one value (M = N * prod(S) > 1);
     * ``momentum`` must be a number (``None``, PyTorch's cumulative average, is the module's job).
     """
-    if not isinstance(x, np.ndarray):
+    if not isinstance(x, np.ndarray) and device_of(x) == "cpu":
         raise TypeError(f"batch_norm: input must be an array, got {type(x).__name__}")
     check_float(x, "batch_norm: input")
     check_rank(x, (2, 3, 4, 5), "batch_norm: input", "(N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W)")
@@ -106,7 +107,7 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
                     ("weight", weight), ("bias", bias)):
         if v is None:
             continue
-        if not isinstance(v, np.ndarray):
+        if not isinstance(v, np.ndarray) and device_of(v) == "cpu":
             raise TypeError(f"batch_norm: {name} must be an array or a Tensor, got {type(v).__name__}")
         if v.shape != (C,):
             raise ShapeError(
@@ -220,6 +221,8 @@ def batch_norm_forward(
     C = x.shape[1]
     count = x.size // C if C else 0
     eps = float(eps)
+    if get_array_module(x, weight, bias, running_mean, running_var) is not np:
+        return _batch_norm_device(x, weight, bias, running_mean, running_var, bool(training), eps, count)
     if training:
         if x.size == 0:  # pragma: no cover - refused by the argument check (count > 1)
             raise ValueError("batch_norm: empty input")
@@ -231,6 +234,34 @@ def batch_norm_forward(
     shift = -mean * scale if bias is None else bias - mean * scale
     y = _affine(x, scale.astype(x.dtype, copy=False), shift.astype(x.dtype, copy=False))
     cache = BatchNormCache(bool(training), x, mean, var, inv_std, weight, bias is not None, count, True)
+    return y, cache
+
+
+def _batch_norm_device(x, weight, bias, running_mean, running_var, training, eps, count):
+    """Batch norm for device (CuPy) arrays: whole-batch reductions instead of the chunked,
+    threaded passes.  The cache holds xhat (training) or x (eval), as ``_backward_from_xhat``
+    expects."""
+    ndim = x.ndim
+    if training:
+        mean = _channel_sum(x) / x.dtype.type(count)
+        d = x - _per_channel(mean, ndim)
+        var = _channel_dot(d, d) / x.dtype.type(count)
+    else:
+        mean, var, d = running_mean, running_var, None
+    inv_std = 1.0 / get_array_module(x).sqrt(var + eps)
+    if training:
+        xhat = d
+        xhat *= _per_channel(inv_std, ndim)
+        y = xhat * _per_channel(weight, ndim) if weight is not None else xhat.copy()
+        if bias is not None:
+            y += _per_channel(bias, ndim)
+    else:
+        scale = inv_std if weight is None else weight * inv_std
+        shift = -mean * scale if bias is None else bias - mean * scale
+        y = x * _per_channel(scale.astype(x.dtype, copy=False), ndim)
+        y += _per_channel(shift.astype(x.dtype, copy=False), ndim)
+    saved = xhat if training else x
+    cache = BatchNormCache(training, saved, mean, var, inv_std, weight, bias is not None, count, False)
     return y, cache
 
 

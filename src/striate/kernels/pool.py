@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..backend import device_of, get_array_module, to_device
 from . import parallel, workspace
 from .shapes import ShapeError, check_float, effective_kernel, fmt_shape, pool_out_size
 from .workspace import row_chunks
@@ -220,14 +221,14 @@ def _pad(x: np.ndarray, g: PoolGeometry, fill: float) -> np.ndarray:
     """``x`` surrounded by ``fill`` as the geometry needs (``x`` itself when no padding is needed)."""
     if not g.padded:
         return x
-    xp = np.full(g.padded_shape, fill, dtype=x.dtype)
-    xp[g.interior()] = x
-    return xp
+    xpad = get_array_module(x).full(g.padded_shape, fill, dtype=x.dtype)
+    xpad[g.interior()] = x
+    return xpad
 
 
 def _crop(dxp: np.ndarray, g: PoolGeometry) -> np.ndarray:
     """Drop the gradient that fell on padding (it belongs to no input element)."""
-    return np.ascontiguousarray(dxp[g.interior()]) if g.padded else dxp
+    return get_array_module(dxp).ascontiguousarray(dxp[g.interior()]) if g.padded else dxp
 
 
 def _offset_dtype(count: int):
@@ -347,6 +348,8 @@ def max_pool_forward(
     op = op or f"max_pool{nd}d"
     g = pool_geometry(x.shape, nd, kernel_size, stride, padding, dilation, ceil_mode, op=op)
     check_float(x, "input")
+    if get_array_module(x) is not np:
+        return _max_pool_device(x, g, need_argmax)
     if _tiles(g) and x.size:
         tiled = _max_pool_tiled_forward(x, g, need_argmax)
         if tiled is not None:
@@ -403,6 +406,60 @@ def max_pool_forward(
     return y, (g, ph, arg)
 
 
+def _tap_view(a, g: PoolGeometry, off) -> np.ndarray:
+    """The taps at kernel offset ``off`` (one per axis) of every window of the padded ``a``:
+    a strided view (*lead, *out)."""
+    index = (Ellipsis,) + tuple(
+        slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in zip(off, g.dilation, g.stride, g.out))
+    return a[index]
+
+
+def _max_pool_device(x, g: PoolGeometry, need_argmax: bool):
+    """Max pooling for device (CuPy) arrays: the whole batch at once, one vectorised pass per
+    kernel offset over strided views of the ``-inf``-padded input; the same arithmetic (and
+    tie, NaN and padding rules) as the NumPy path.  The cache is ``(g, None, arg)``."""
+    xp = get_array_module(x)
+    s = _pad(x, g, -np.inf)
+    offsets = list(itertools.product(*(range(k) for k in g.kernel)))
+    count = len(offsets)
+    if math.prod(g.out_shape) == 0:
+        y = xp.empty(g.out_shape, dtype=x.dtype)
+        return y, (g, None, None if not need_argmax else xp.zeros(y.shape, _offset_dtype(count)))
+    if not need_argmax:
+        y = _tap_view(s, g, offsets[0]).copy()
+        for off in offsets[1:]:
+            xp.maximum(y, _tap_view(s, g, off), out=y)
+        return y, (g, None, None)
+    adt = _offset_dtype(count)
+    if any(g.pad):  # as the NumPy path: start at -inf on each window's first real tap
+        y = xp.full(g.out_shape, -np.inf, dtype=x.dtype)
+        arg = xp.empty(g.out_shape, dtype=adt)
+        arg[...] = to_device(_first_tap(g).astype(adt), device_of(x))
+        first = 0
+    else:
+        y = _tap_view(s, g, offsets[0]).copy()
+        arg = xp.zeros(g.out_shape, dtype=adt)
+        first = 1
+    has_nan = x.size > 0 and bool(xp.isnan(xp.min(x)))
+    for k in range(first, count):
+        v = _tap_view(s, g, offsets[k])
+        mask = v > y
+        if has_nan:
+            mask |= xp.isnan(v)
+        arg = xp.maximum(arg, mask.astype(adt) * adt.type(k))
+        xp.maximum(y, v, out=y)
+    return y, (g, None, arg)
+
+
+def _max_pool_device_backward(dy, g: PoolGeometry, arg):
+    """dX of :func:`_max_pool_device`: per kernel offset, ``(arg == k) * dy`` added into the
+    strided view of the padded gradient that offset read; then the padding is cropped."""
+    xp = get_array_module(dy, arg)
+    dxp = xp.zeros(g.padded_shape, dtype=dy.dtype)
+    for k, off in enumerate(itertools.product(*(range(n) for n in g.kernel))):
+        view = _tap_view(dxp, g, off)
+        view += dy * (arg == k)
+    return _crop(dxp, g)
 # ---- windows that tile the input (kernel == stride, no padding, no dilation: 2x2 stride 2)
 
 
@@ -505,14 +562,16 @@ def max_pool_indices(cache) -> np.ndarray:
     g, _, arg = cache
     if arg is None:
         raise ValueError("max_pool_indices: the forward ran with need_argmax=False")
+    xp = get_array_module(arg)
+    dev = (lambda a: a) if xp is np else (lambda a: to_device(a, device_of(arg)))
     offs = np.unravel_index(np.arange(math.prod(g.kernel)), g.kernel)
-    flat = np.zeros(arg.shape, dtype=np.int64)
+    flat = xp.zeros(arg.shape, dtype=np.int64)
     plane = 1
     for ax in reversed(range(g.nd)):
         # position along this axis: i*S - P + k_ax*d, broadcast along output axis ax
         base = np.arange(g.out[ax], dtype=np.int64) * g.stride[ax] - g.pad[ax]
-        base = base.reshape((-1,) + (1,) * (g.nd - 1 - ax))
-        pos = base + offs[ax].astype(np.int64)[arg] * g.dilation[ax]
+        base = dev(base.reshape((-1,) + (1,) * (g.nd - 1 - ax)))
+        pos = base + dev(offs[ax].astype(np.int64))[arg] * g.dilation[ax]
         flat += pos * plane
         plane *= g.size[ax]
     return flat
@@ -528,6 +587,8 @@ def max_pool_backward(dy: np.ndarray, cache) -> np.ndarray:
     g, ph, arg = cache
     if arg is None:
         raise ValueError("max_pool_backward: the forward ran with need_argmax=False")
+    if get_array_module(dy, arg) is not np:  # the forward ran on a device (see _max_pool_device)
+        return _max_pool_device_backward(dy, g, arg)
     if dy.size == 0:
         return np.zeros(g.shape, dtype=dy.dtype)
     if ph is None:  # the forward took the tiled path
@@ -617,11 +678,13 @@ def avg_pool_forward(
             raise ShapeError(f"{op}: divisor_override must be non-zero (input {fmt_shape(x.shape)})")
     s = _pad(x, g, 0.0)
     for ax in reversed(range(nd)):  # reduce the last axis first: the array shrinks fastest
-        acc = np.array(g.axis_view(s, ax, 0), dtype=x.dtype, order="C", copy=True)
+        acc = g.axis_view(s, ax, 0).astype(x.dtype, order="C", copy=True)
         for k in range(1, g.kernel[ax]):
             acc += g.axis_view(s, ax, k)
         s = acc
     div = _divisor(g, count_include_pad, divisor_override, x.dtype)
+    if not isinstance(div, float):
+        div = to_device(div, device_of(x))
     s /= div
     return s, (g, div)
 
@@ -633,7 +696,7 @@ def avg_pool_backward(dy: np.ndarray, cache) -> np.ndarray:
     for ax in range(g.nd):  # undo the forward's axis reductions in reverse order
         full = list(t.shape)
         full[t.ndim - g.nd + ax] = g.padded_shape[len(g.lead) + ax]
-        spread = np.zeros(full, dtype=dy.dtype)
+        spread = get_array_module(dy).zeros(full, dtype=dy.dtype)
         for k in range(g.kernel[ax]):
             view = g.axis_view(spread, ax, k)
             view += t
@@ -707,13 +770,14 @@ def _apply_axis(a: np.ndarray, m: np.ndarray, axis: int) -> np.ndarray:
     """
     if axis == -1:
         lead = a.shape[:-1]
-        mt = np.ascontiguousarray(m.T)
+        mt = get_array_module(m).ascontiguousarray(m.T)
         return (a.reshape(-1, a.shape[-1]) @ mt).reshape(lead + (m.shape[0],))
     # (B, n, R) -> (B, o, R) via a batched product with m (o, n)
     lead = a.shape[: a.ndim + axis]
     rest = a.shape[a.ndim + axis + 1:]
-    b = np.ascontiguousarray(a).reshape((-1, a.shape[axis], math.prod(rest)))
-    return np.matmul(np.ascontiguousarray(m), b).reshape(lead + (m.shape[0],) + rest)
+    xp = get_array_module(a, m)
+    b = xp.ascontiguousarray(a).reshape((-1, a.shape[axis], math.prod(rest)))
+    return xp.matmul(xp.ascontiguousarray(m), b).reshape(lead + (m.shape[0],) + rest)
 
 
 def adaptive_avg_pool_forward(x: np.ndarray, output_size, *, nd: int = 2, op: str | None = None):
@@ -729,11 +793,11 @@ def adaptive_avg_pool_forward(x: np.ndarray, output_size, *, nd: int = 2, op: st
     size = x.shape[x.ndim - nd:]
     lead = x.shape[: x.ndim - nd]
     if any(o == 0 for o in out):  # an empty output (PyTorch allows it): nothing flows back
-        return np.zeros(lead + out, dtype=x.dtype), (x.shape, out, "empty")
+        return get_array_module(x).zeros(lead + out, dtype=x.dtype), (x.shape, out, "empty")
     if all(o == 1 for o in out):
         y = x.reshape(lead + (-1,)).mean(axis=-1, dtype=x.dtype)
         return y.reshape(lead + out), (x.shape, out, None)
-    mats = [_averaging_matrix(n, o, x.dtype) for n, o in zip(size, out)]
+    mats = [to_device(_averaging_matrix(n, o, x.dtype), device_of(x)) for n, o in zip(size, out)]
     y = x
     for ax in reversed(range(nd)):
         y = _apply_axis(y, mats[ax], ax - nd)
@@ -745,16 +809,17 @@ def adaptive_avg_pool_backward(dy: np.ndarray, cache) -> np.ndarray:
     containing it (adaptive windows may overlap by one element)."""
     shape, out, mats = cache
     nd = len(out)
+    xp = get_array_module(dy)
     if isinstance(mats, str):
-        return np.zeros(shape, dtype=dy.dtype)
+        return xp.zeros(shape, dtype=dy.dtype)
     if mats is None:  # global pooling: dy / (H W) everywhere in the plane
         size = shape[len(shape) - nd:]
         scaled = dy / dy.dtype.type(math.prod(size))
-        return np.broadcast_to(scaled, shape).copy()
+        return xp.broadcast_to(scaled, shape).copy()
     dx = dy
     for ax in range(nd):
         dx = _apply_axis(dx, mats[ax].T, ax - nd)
-    return np.ascontiguousarray(dx)
+    return xp.ascontiguousarray(dx)
 
 
 def _adaptive_taps(n: int, o: int):
@@ -776,7 +841,8 @@ def adaptive_max_pool_forward(x: np.ndarray, output_size, *, nd: int = 2, op: st
     out = adaptive_output_size(x.shape, nd, output_size, op)
     check_float(x, "input")
     size = x.shape[x.ndim - nd:]
-    taps = [_adaptive_taps(n, o) for n, o in zip(size, out)]
+    xp = get_array_module(x)
+    taps = [to_device(_adaptive_taps(n, o), device_of(x)) for n, o in zip(size, out)]
     offsets = list(itertools.product(*(range(t.shape[0]) for t in taps)))
     lead = x.shape[: x.ndim - nd]
 
@@ -787,13 +853,13 @@ def adaptive_max_pool_forward(x: np.ndarray, output_size, *, nd: int = 2, op: st
         return x[(Ellipsis,) + index]
 
     if not offsets or any(o == 0 for o in out):
-        empty = np.zeros(lead + out, dtype=x.dtype)
-        return empty, (x.shape, out, taps, np.zeros(empty.shape, dtype=np.uint8))
-    y = np.array(gather(offsets[0]), order="C", copy=True)
-    arg = np.zeros(y.shape, dtype=_offset_dtype(len(offsets)))
-    step = np.empty(y.shape, dtype=arg.dtype)
-    mask = np.empty(y.shape, dtype=bool)
-    has_nan = bool(np.isnan(np.min(x))) if x.size else False
+        empty = xp.zeros(lead + out, dtype=x.dtype)
+        return empty, (x.shape, out, taps, xp.zeros(empty.shape, dtype=np.uint8))
+    y = xp.ascontiguousarray(gather(offsets[0]))
+    arg = xp.zeros(y.shape, dtype=_offset_dtype(len(offsets)))
+    step = xp.empty(y.shape, dtype=arg.dtype)
+    mask = xp.empty(y.shape, dtype=bool)
+    has_nan = bool(xp.isnan(xp.min(x))) if x.size else False
     for k, off in enumerate(offsets[1:], start=1):
         v = gather(off)
         np.greater(v, y, out=mask)
@@ -813,7 +879,7 @@ def _adaptive_positions(cache):
     offs = np.unravel_index(arg.astype(np.int64), counts) if arg.size else [arg.astype(np.int64)] * nd
     pos = []
     for ax in range(nd):
-        col = np.arange(out[ax]).reshape((-1,) + (1,) * (nd - 1 - ax))
+        col = get_array_module(arg).arange(out[ax]).reshape((-1,) + (1,) * (nd - 1 - ax))
         pos.append(taps[ax][offs[ax], col])
     return pos
 
@@ -823,7 +889,7 @@ def adaptive_max_pool_indices(cache) -> np.ndarray:
     shape, out, taps, arg = cache
     nd = len(out)
     size = shape[len(shape) - nd:]
-    flat = np.zeros(arg.shape, dtype=np.int64)
+    flat = get_array_module(arg).zeros(arg.shape, dtype=np.int64)
     plane = 1
     pos = _adaptive_positions(cache)
     for ax in reversed(range(nd)):
@@ -836,16 +902,17 @@ def adaptive_max_pool_backward(dy: np.ndarray, cache) -> np.ndarray:
     """``dx[argmax_i] += dy[i]`` (adaptive windows may share their maximum)."""
     shape, out, taps, arg = cache
     nd = len(out)
+    xp = get_array_module(dy)
     if dy.size == 0:
-        return np.zeros(shape, dtype=dy.dtype)
+        return xp.zeros(shape, dtype=dy.dtype)
     size = shape[len(shape) - nd:]
     flat = adaptive_max_pool_indices(cache)
     plane = math.prod(size)
     rows = dy.reshape(-1, math.prod(out))
     idx = flat.reshape(rows.shape)
     # scatter-add each map's gradients into its plane; offset each map to a row of its own
-    base = (np.arange(rows.shape[0], dtype=np.int64) * plane)[:, None]
-    dx = np.bincount((idx + base).ravel(), weights=rows.ravel(), minlength=rows.shape[0] * plane)
+    base = (xp.arange(rows.shape[0], dtype=np.int64) * plane)[:, None]
+    dx = xp.bincount((idx + base).ravel(), weights=rows.ravel(), minlength=rows.shape[0] * plane)
     return dx.astype(dy.dtype, copy=False).reshape(shape)
 
 
@@ -912,8 +979,12 @@ def max_unpool_forward(x: np.ndarray, indices: np.ndarray, out: tuple[int, ...],
     rows = math.prod(lead)
     per_map = math.prod(x.shape[x.ndim - nd:])
     idx = indices.reshape(rows, per_map).astype(np.int64, copy=False)
-    y = np.zeros((rows, plane), dtype=x.dtype)
-    np.put_along_axis(y, idx, x.reshape(rows, per_map), axis=1)
+    xp = get_array_module(x, indices)
+    y = xp.zeros((rows, plane), dtype=x.dtype)
+    if xp is np:
+        np.put_along_axis(y, idx, x.reshape(rows, per_map), axis=1)
+    else:  # y[r, idx[r, j]] = x[r, j] as one fancy-index assignment
+        y[xp.arange(rows)[:, None], idx] = x.reshape(rows, per_map)
     return y.reshape(lead + out), (x.shape, idx, plane)
 
 
@@ -921,4 +992,4 @@ def max_unpool_backward(dy: np.ndarray, cache) -> np.ndarray:
     """``dx[i] = dy.flat_plane[indices[i]]``: a gather at the indices."""
     shape, idx, plane = cache
     rows = dy.reshape(idx.shape[0], plane)
-    return np.take_along_axis(rows, idx, axis=1).reshape(shape)
+    return get_array_module(dy).take_along_axis(rows, idx, axis=1).reshape(shape)

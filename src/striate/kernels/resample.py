@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import device_of, get_array_module, to_device
 from .shapes import ShapeError, fmt_shape
 
 __all__ = [
@@ -32,14 +33,14 @@ def _steps(x: np.ndarray, factor: tuple[int, ...]) -> tuple[slice, ...]:
 
 def downsample_forward(x: np.ndarray, factor: tuple[int, ...]):
     """y[..., i, j] = x[..., i*S, j*S]: keep every S-th sample of each trailing axis."""
-    y = np.ascontiguousarray(x[_steps(x, factor)])
+    y = get_array_module(x).ascontiguousarray(x[_steps(x, factor)])
     return y, (x.shape, factor)
 
 
 def downsample_backward(dy: np.ndarray, cache) -> np.ndarray:
     """dx is dy placed at the kept positions, zero at the dropped ones."""
     shape, factor = cache
-    dx = np.zeros(shape, dtype=dy.dtype)
+    dx = get_array_module(dy).zeros(shape, dtype=dy.dtype)
     dx[_steps(dx, factor)] = dy
     return dx
 
@@ -48,7 +49,8 @@ def upsample_zeros_forward(x: np.ndarray, factor: tuple[int, ...]):
     """Insert S-1 zeros between neighbours: length L becomes (L-1)*S + 1 on each trailing axis."""
     lead = x.shape[: x.ndim - len(factor)]
     tail = x.shape[x.ndim - len(factor):]
-    y = np.zeros(lead + tuple((n - 1) * f + 1 if n > 0 else 0 for n, f in zip(tail, factor)), dtype=x.dtype)
+    y = get_array_module(x).zeros(lead + tuple((n - 1) * f + 1 if n > 0 else 0 for n, f in zip(tail, factor)),
+                                  dtype=x.dtype)
     y[_steps(y, factor)] = x
     return y, factor
 
@@ -56,7 +58,7 @@ def upsample_zeros_forward(x: np.ndarray, factor: tuple[int, ...]):
 def upsample_zeros_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Only the positions that held real samples received anything: keep every S-th gradient."""
     factor = cache
-    return np.ascontiguousarray(dy[_steps(dy, factor)])
+    return get_array_module(dy).ascontiguousarray(dy[_steps(dy, factor)])
 
 
 # ============================================================================ interpolation
@@ -257,7 +259,7 @@ def _contract(x: np.ndarray, A: np.ndarray, axis: int) -> np.ndarray:
     if Q == 1:
         y = x.reshape(P, L) @ A.T
     else:
-        y = np.matmul(A, x.reshape(P, L, Q))
+        y = get_array_module(x, A).matmul(A, x.reshape(P, L, Q))
     return y.reshape(shape[:axis] + (A.shape[0],) + shape[axis + 1:])
 
 
@@ -274,6 +276,8 @@ def _segment_sum(dy: np.ndarray, idx: np.ndarray, in_size: int, axis: int) -> np
     a loop over kernel taps), so each step is one vectorised gather-and-add.
     """
     n_out = len(idx)
+    xp = get_array_module(dy)
+    dev = (lambda a: a) if xp is np else (lambda a: to_device(a, device_of(dy)))  # host index -> dy's device
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
     lengths = np.diff(np.r_[starts, n_out])
     targets = idx[starts]
@@ -287,17 +291,17 @@ def _segment_sum(dy: np.ndarray, idx: np.ndarray, in_size: int, axis: int) -> np
         for r in range(1, k):
             acc += runs[pre + (slice(None), r)]
         return acc
-    acc = np.take(dy, starts, axis=axis)
+    acc = xp.take(dy, dev(starts), axis=axis)
     for r in range(1, int(lengths.max())):
         longer = np.flatnonzero(lengths > r)
         if len(longer) == len(starts):
-            acc += np.take(dy, starts + r, axis=axis)
+            acc += xp.take(dy, dev(starts + r), axis=axis)
         else:
-            acc[pre + (longer,)] += np.take(dy, starts[longer] + r, axis=axis)
+            acc[pre + (dev(longer),)] += xp.take(dy, dev(starts[longer] + r), axis=axis)
     if full:
         return acc
-    dx = np.zeros(dy.shape[:axis] + (in_size,) + dy.shape[axis + 1:], dtype=dy.dtype)
-    dx[pre + (targets,)] = acc
+    dx = xp.zeros(dy.shape[:axis] + (in_size,) + dy.shape[axis + 1:], dtype=dy.dtype)
+    dx[pre + (dev(targets),)] = acc
     return dx
 
 
@@ -325,10 +329,11 @@ def interpolate_forward(
         exact, legacy = mode == "nearest-exact", mode == "nearest" and nsp == 2
         idx = [nearest_indices(n, o, s, exact=exact, legacy=legacy) for n, o, s in zip(in_size, out_size, sc)]
         y = x
+        xp = get_array_module(x)
         for k in _axis_order(in_size, out_size):
             if not (len(idx[k]) == in_size[k] and np.array_equal(idx[k], np.arange(in_size[k]))):
-                y = np.take(y, idx[k], axis=axes[k])
-        y = np.ascontiguousarray(y)
+                y = xp.take(y, to_device(idx[k], device_of(x)), axis=axes[k])
+        y = xp.ascontiguousarray(y)
         return (y if y is not x else x.copy()), ("gather", x.shape, axes, idx)
     # coordinates and weights in PyTorch's op-math type: float64 for float64 maps, else float32
     dt = np.float64 if x.dtype == np.float64 else np.float32
@@ -340,12 +345,12 @@ def interpolate_forward(
         mats = [area_matrix(n, o, dt) for n, o in zip(in_size, out_size)]
     # an identity matrix (an axis copied unchanged) is skipped: None in the cache
     mats = [None if A.shape[0] == A.shape[1] and np.array_equal(A, np.eye(len(A)))
-            else A.astype(x.dtype, copy=False) for A in mats]
+            else to_device(A.astype(x.dtype, copy=False), device_of(x)) for A in mats]
     y = x
     for k in _axis_order(in_size, out_size):
         if mats[k] is not None:
             y = _contract(y, mats[k], axes[k])
-    y = np.ascontiguousarray(y)
+    y = get_array_module(y).ascontiguousarray(y)
     return (y if y is not x else x.copy()), ("matrix", x.shape, axes, mats)
 
 
@@ -362,5 +367,5 @@ def interpolate_backward(dy: np.ndarray, cache) -> np.ndarray:
         for k in range(len(axes)):
             if ops[k] is not None:
                 dx = _contract(dx, ops[k].T, axes[k])
-    dx = np.ascontiguousarray(dx)
+    dx = get_array_module(dx).ascontiguousarray(dx)
     return dx if dx is not dy else dy.copy()

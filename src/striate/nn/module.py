@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Tensor
 from .parameter import Parameter
 
@@ -74,7 +75,7 @@ class Module:
                 raise TypeError(f"cannot assign {type(value).__name__} to {kind} '{name}'")
             (params if name in params else modules)[name] = None
         elif name in buffers:
-            buffers[name] = value if value is None or isinstance(value, Tensor) else Tensor._wrap(np.asarray(value))
+            buffers[name] = value if value is None or isinstance(value, Tensor) else Tensor._wrap(backend.asarray(value))
         else:
             object.__setattr__(self, name, value)
 
@@ -101,7 +102,7 @@ class Module:
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
         """A non-learnable array saved in ``state_dict`` (unless ``persistent=False``)."""
         if tensor is not None and not isinstance(tensor, Tensor):
-            tensor = Tensor._wrap(np.asarray(tensor))
+            tensor = Tensor._wrap(backend.asarray(tensor))
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent.discard(name)
@@ -192,14 +193,19 @@ class Module:
         fn(self)
         return self
 
-    # ------------------------------------------------------------------ dtype conversion
-    def to(self, dtype=None) -> "Module":
-        """Convert floating parameters and buffers to ``dtype`` (``'cpu'`` is accepted and ignored)."""
-        if dtype is None or (isinstance(dtype, str) and dtype == "cpu"):
-            return self
-        from ..autograd.tensor import _as_dtype
+    # ------------------------------------------------------------------ device and dtype conversion
+    def to(self, *args, device=None, dtype=None) -> "Module":
+        """Move parameters and buffers to ``device`` (``"cpu"`` or ``"cuda"``) and/or convert the
+        floating ones to ``dtype``, in place, as ``torch.nn.Module.to``: ``to("cuda")``,
+        ``to(np.float64)``, ``to("cuda", np.float32)`` or the keywords.  Parameters stay the same
+        objects (an optimizer built before the move keeps working after it)."""
+        from ..autograd.tensor import _split_to_args
 
-        dtype = _as_dtype(dtype)
+        device, dtype = _split_to_args("Module.to", args, device, dtype)
+        if device is not None:
+            self._move(device)
+        if dtype is None:
+            return self
         for m in self.modules():
             for p in m._parameters.values():
                 if p is not None and np.issubdtype(p.dtype, np.floating) and p.dtype != dtype:
@@ -211,6 +217,30 @@ class Module:
                     b.data = b.data.astype(dtype)
         return self
 
+    def _move(self, device: str) -> None:
+        for m in self.modules():
+            for p in m._parameters.values():
+                if p is not None:
+                    p.data = backend.to_device(p.data, device)
+                    if p.grad is not None:
+                        p.grad.data = backend.to_device(p.grad.data, device)
+            for b in m._buffers.values():
+                if b is not None:
+                    b.data = backend.to_device(b.data, device)
+
+    def cpu(self) -> "Module":
+        return self.to("cpu")
+
+    def cuda(self) -> "Module":
+        return self.to("cuda")
+
+    @property
+    def device(self) -> str:
+        """The device of the first parameter (or buffer); ``"cpu"`` for a module without either."""
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return "cpu"
+
     def float(self) -> "Module":
         return self.to(np.float32)
 
@@ -219,16 +249,17 @@ class Module:
 
     # ------------------------------------------------------------------ state_dict
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, np.ndarray]":
-        """Every parameter and persistent buffer by dotted name, as NumPy arrays (shared, not copied)."""
+        """Every parameter and persistent buffer by dotted name, as NumPy arrays (shared, not copied;
+        on a device, host copies: a state_dict can always be saved or compared with NumPy)."""
         out = OrderedDict() if destination is None else destination
         for mod_prefix, m in self.named_modules(prefix=prefix.rstrip(".")):
             base = f"{mod_prefix}." if mod_prefix else ""
             for name, p in m._parameters.items():
                 if p is not None:
-                    out[base + name] = p if keep_vars else p.data
+                    out[base + name] = p if keep_vars else backend.to_numpy(p.data)
             for name, b in m._buffers.items():
                 if b is not None and name not in m._non_persistent:
-                    out[base + name] = b if keep_vars else b.data
+                    out[base + name] = b if keep_vars else backend.to_numpy(b.data)
         return out
 
     def _state_slots(self):
@@ -251,7 +282,8 @@ class Module:
         Values are converted to each parameter's dtype.  Returns ``(missing, unexpected)``.
         """
         slots = self._state_slots()
-        given = OrderedDict((k, np.asarray(v.data if isinstance(v, Tensor) else v)) for k, v in state_dict.items())
+        given = OrderedDict((k, np.asarray(backend.to_numpy(v.data if isinstance(v, Tensor) else v)))
+                            for k, v in state_dict.items())
         missing = [k for k in slots if k not in given]
         unexpected = [k for k in given if k not in slots]
         mismatched = [
@@ -262,7 +294,11 @@ class Module:
             raise StateDictError(missing, unexpected, mismatched)
         for k, v in given.items():
             if k in slots:
-                np.copyto(slots[k].data, v, casting="unsafe")  # in place: arrays shared with others stay shared
+                dst = slots[k].data
+                if backend.device_of(dst) == "cpu":
+                    np.copyto(dst, v, casting="unsafe")  # in place: arrays shared with others stay shared
+                else:  # a module on a device: copy the host values over, in place
+                    dst[...] = backend.to_device(v.astype(dst.dtype, copy=False), backend.device_of(dst))
         return missing, unexpected
 
     # ------------------------------------------------------------------ calling and printing

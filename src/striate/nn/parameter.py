@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
+
 from ..autograd import Tensor
 
 __all__ = ["Parameter"]
@@ -21,7 +23,7 @@ class Parameter(Tensor):
             data = np.zeros(0, dtype=np.float32)
         if isinstance(data, Tensor):
             array = data.data
-        elif isinstance(data, np.ndarray):
+        elif isinstance(data, np.ndarray) or backend.device_of(data) != "cpu":
             array = data
         else:
             array = np.asarray(data, dtype=np.float32)

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Tensor, enable_grad, no_grad
 
 __all__ = ["Optimizer", "required", "split_state_dict", "merge_state_dict"]
@@ -57,6 +58,15 @@ def _check_number(name: str, value) -> None:
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     if math.isnan(value):
         raise ValueError(f"Invalid {name}: {value}")
+
+
+def _is_array(v) -> bool:
+    return isinstance(v, np.ndarray) or backend.device_of(v) != "cpu"
+
+
+def _host_copy(v) -> np.ndarray:
+    h = backend.to_numpy(v)
+    return h.copy() if h is v else h
 
 
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
@@ -233,7 +243,8 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """The optimizer state: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [index]}]}``.
 
-        Buffers are copied NumPy arrays; ``step`` counts are Python floats (as PyTorch's value).
+        Buffers are copied NumPy arrays (host copies for a model on a device); ``step`` counts are
+        Python floats (as PyTorch's value).
         """
         param_mappings: dict[int, int] = {}
         start_index = 0
@@ -251,7 +262,7 @@ class Optimizer:
         packed_state = {}
         for p, s in self.state.items():
             key = param_mappings.get(id(p), p) if isinstance(p, Tensor) else p
-            packed_state[key] = {k: (v.copy() if isinstance(v, np.ndarray) else copy.deepcopy(v)) for k, v in s.items()}
+            packed_state[key] = {k: (_host_copy(v) if _is_array(v) else copy.deepcopy(v)) for k, v in s.items()}
         return {"state": packed_state, "param_groups": param_groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -312,13 +323,14 @@ class Optimizer:
     def _cast_state_value(param: Tensor, name: str, value):
         if name == "step":
             return float(np.asarray(value).item()) if not isinstance(value, (int, float)) else float(value)
-        if isinstance(value, np.ndarray) or (hasattr(value, "__array__") and not np.isscalar(value)):
-            arr = np.array(value, copy=True)
+        if _is_array(value) or (hasattr(value, "__array__") and not np.isscalar(value)):
+            arr = np.array(backend.to_numpy(value), copy=True)
             if arr.shape != param.shape:
                 raise ValueError(
                     f"state '{name}' has shape {arr.shape} but its parameter has shape {param.shape}"
                 )
-            return arr.astype(param.dtype, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
+            arr = arr.astype(param.dtype, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
+            return backend.to_device(arr, param.device)  # the state lives where its parameter does
         return copy.deepcopy(value)
 
     def __getstate__(self) -> dict[str, Any]:

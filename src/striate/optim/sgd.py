@@ -101,7 +101,7 @@ def sgd(params: list[np.ndarray], grads: list[np.ndarray], momentum_buffer_list:
         if momentum != 0:
             buf = momentum_buffer_list[i]
             if buf is None:
-                buf = np.array(grad, copy=True)
+                buf = grad.copy()  # on the parameter's device
                 momentum_buffer_list[i] = buf
             else:
                 buf *= dt(momentum)

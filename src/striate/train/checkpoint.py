@@ -68,6 +68,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import backend
 from .. import random as _random
 from ..autograd import Tensor
 from ..io.safetensors import (
@@ -130,6 +131,8 @@ class _Encoder:
     def encode(self, value, where: str, key: str):
         if value is None or isinstance(value, (bool, str)):
             return value
+        if backend.device_of(value) != "cpu":  # a device (CuPy) array: checkpoints hold host arrays
+            value = backend.to_numpy(value)
         if isinstance(value, int):
             return int(value)  # int subclasses (IntEnum...) become plain ints
         if isinstance(value, float):

@@ -38,6 +38,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .. import backend
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..io.safetensors import atomic_write_bytes
@@ -156,13 +157,20 @@ class _Progress:
             self.bar.close()
 
 
-def _to_tensor(array) -> Tensor:
-    return array if isinstance(array, Tensor) else Tensor._wrap(np.asarray(array))
+def _to_tensor(array, device: str = "cpu") -> Tensor:
+    """A batch as a Tensor on ``device`` (the model's): host batches are copied to a GPU here."""
+    t = array if isinstance(array, Tensor) else Tensor._wrap(backend.asarray(array))
+    return t if t.device == device else Tensor._wrap(backend.to_device(t.data, device))
+
+
+def _model_device(model) -> str:
+    return getattr(model, "device", "cpu") if isinstance(getattr(model, "device", "cpu"), str) else "cpu"
 
 
 def _loss_and_logits(model, loss_fn, images, labels):
-    logits = model(_to_tensor(images))
-    return loss_fn(logits, _to_tensor(labels)), logits
+    device = _model_device(model)
+    logits = model(_to_tensor(images, device))
+    return loss_fn(logits, _to_tensor(labels, device)), logits
 
 
 def evaluate(model, loader, loss_fn: Callable = F.cross_entropy, num_classes: int | None = None, topk: int = 5) -> dict:
@@ -176,8 +184,8 @@ def evaluate(model, loader, loss_fn: Callable = F.cross_entropy, num_classes: in
                 loss, logits = _loss_and_logits(model, loss_fn, images, labels)
                 total_loss += float(loss.item()) * len(labels)
                 n += len(labels)
-                all_logits.append(logits.data)
-                all_labels.append(np.asarray(labels))
+                all_logits.append(backend.to_numpy(logits.data))
+                all_labels.append(np.asarray(backend.to_numpy(labels.data if isinstance(labels, Tensor) else labels)))
     finally:
         model.train(was_training)
     if n == 0:
@@ -203,8 +211,8 @@ def predict(model, images, batch_size: int = 256) -> np.ndarray:
     try:
         with no_grad():
             for start in range(0, len(images), batch_size):
-                logits = model(_to_tensor(np.asarray(images[start : start + batch_size])))
-                out.append(F.softmax(logits, dim=1).data)
+                logits = model(_to_tensor(np.asarray(images[start : start + batch_size]), _model_device(model)))
+                out.append(backend.to_numpy(F.softmax(logits, dim=1).data))
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0))
@@ -271,7 +279,8 @@ class Trainer:
         if self.metric_fn is not None:
             correct = float(self.metric_fn(logits, labels))  # may be fractional (pixel accuracy x batch)
         else:
-            correct = int(np.sum(logits.data.argmax(axis=1) == np.asarray(labels))) if logits.ndim == 2 else 0
+            correct = (int(np.sum(backend.to_numpy(logits.data).argmax(axis=1) == np.asarray(backend.to_numpy(
+                labels.data if isinstance(labels, Tensor) else labels)))) if logits.ndim == 2 else 0)
         n = len(labels)
         if self.reduce_stats is not None:
             value, correct, n = self.reduce_stats(value, correct, n)

@@ -147,7 +147,7 @@ def load_run(directory) -> dict:
     return run
 
 
-def _setup(cfg):
+def _setup(cfg, device: str = "cpu"):
     train_ds, held_ds, raw_train, _ = build_data(cfg)
     c, h, w = raw_train.images.shape[1:]
     classes = raw_train.classes
@@ -156,6 +156,8 @@ def _setup(cfg):
     cfg.setdefault("classes", list(classes) if classes is not None else [str(k) for k in range(num_classes)])
     cfg.setdefault("input_shape", [int(c), int(h), int(w)])
     model = build_model(cfg)
+    if device != "cpu":
+        model.to(device)  # before the optimizer: its state is created where the parameters live
     loader = DataLoader(train_ds, batch_size=cfg["batch_size"], shuffle=True,
                         generator=np.random.default_rng(cfg["seed"]), prefetch=cfg["prefetch"])
     val_loader = DataLoader(held_ds, batch_size=512)
@@ -164,17 +166,26 @@ def _setup(cfg):
 
 
 def train_run(config: dict | None = None, *, resume=None, epochs: int | None = None, progress: bool = True,
-              plots: bool = True, log=None, stream=None, distributed: bool | None = None) -> dict:
+              plots: bool = True, log=None, stream=None, distributed: bool | None = None,
+              device: str = "cpu") -> dict:
     """Run (or resume) a training run; returns {'out', 'history', 'eval', 'is_main', ...}.
+
+    ``device``: ``"cpu"`` or ``"cuda"`` (CuPy); the batches are copied to it step by step, and
+    checkpoints hold host arrays, so a run trained on one device resumes on the other.
 
     ``distributed``: None detects an MPI launch with several ranks, True requires MPI (even one
     rank), False never uses it.
     """
+    from .. import backend
+
+    device = backend.require(device)
     dist = None
     if distributed is not False:
         from ..distributed.run import world_for_run
 
         dist = world_for_run(distributed)
+    if dist is not None and device != "cpu":
+        raise RunError("data-parallel (MPI) training runs on the CPU only; drop --device cuda")
     main = dist is None or dist.is_main
     if resume is not None:
         cfg = load_run(resume) if dist is None else dist.from_main(load_run, resume)
@@ -188,7 +199,7 @@ def train_run(config: dict | None = None, *, resume=None, epochs: int | None = N
             raise RunError(f"{out} already holds a checkpoint; continue it with --resume {out} or choose another --out")
         cfg["out"] = str(out)
     out = Path(cfg["out"])
-    model, loader, val_loader, opt, sched, interval = _setup(cfg)
+    model, loader, val_loader, opt, sched, interval = _setup(cfg, device)
     callbacks = [ModelCheckpoint(every_steps=cfg["checkpoint_every"] or None, every_epochs=1)]
     if cfg["early_stopping"]:
         callbacks.append(EarlyStopping(patience=cfg["early_stopping"]))
