@@ -35,7 +35,7 @@ import functools
 import numpy as np
 
 from ..backend import get_array_module
-from . import parallel
+from . import parallel, workspace
 from .shapes import DimError, ShapeError, fmt_shape, normalize_dim
 
 __all__ = [
@@ -330,12 +330,25 @@ def relu_forward(x):
 def relu_backward(dy, cache):
     """dx = dy where y > 0, else 0 (PyTorch's convention: zero gradient at x = 0)."""
     y = cache
-    if (dy.shape == y.shape and dy.flags.c_contiguous and y.flags.c_contiguous and dy.nbytes >= _PARALLEL_BYTES
-            and _on_host(dy, y)):
+    if dy.shape == y.shape and dy.flags.c_contiguous and y.flags.c_contiguous and _on_host(dy, y):
         dx = np.empty_like(dy)
-        parallel.map_blocks(lambda o, g, yy: np.copyto(o, _relu_grad(g, yy)), dx, dy, y)
+        parallel.map_blocks(_relu_grad_into, dx, dy, y)
         return dx
     return _relu_grad(dy, y)
+
+
+def _relu_grad_into(out, dy, y):
+    """``out = dy where not (y <= 0) else +0``, bit-exact (an infinite dy where y <= 0 gives 0,
+    not the NaN of ``dy * mask``), built in ``out`` itself: a reused mask buffer and integer
+    passes, no temporary of the array's size (fresh memory costs a page fault per 4 KiB)."""
+    it = _INT_OF_SIZE[dy.dtype.itemsize]
+    keep = workspace.buffer("relu_keep", y.shape, bool)
+    np.less_equal(y, 0, out=keep)
+    np.logical_not(keep, out=keep)  # not (y <= 0): a NaN passes its gradient, as in PyTorch
+    m = out.view(it)
+    np.copyto(m, keep)  # 0 / 1
+    np.negative(m, out=m)  # 0 / all ones
+    np.bitwise_and(m, dy.view(it), out=m)
 
 
 def _relu_grad(dy, y):
