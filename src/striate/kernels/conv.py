@@ -90,7 +90,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import parallel, workspace
-from .im2col import (col2im_chunk_add, col2im_chunk_add_cl, im2col, im2col_chunk, im2col_chunk_cl, im2col_padded_cl,
+from .im2col import (col2im_batch_inner_add, col2im_chunk_add, col2im_chunk_add_cl, im2col, im2col_chunk, im2col_chunk_cl, im2col_padded_cl,
                      pad_into_cl, padded_extent)
 from .resample import upsample_zeros_forward
 from .shapes import ShapeError, check_float, check_same_dtype, effective_kernel, fmt_shape
@@ -366,6 +366,8 @@ DX_ALGORITHMS = ("flipped", "col2im")
 # the padded grid also multiplies positions whose results are thrown away.
 _QUIET = {"over": "ignore", "invalid": "ignore"}
 LAYOUTS = ("channels_first", "channels_last", "padded_grid", "pointwise")
+# channels-first col2im scatters dX with the images innermost for stride-1 outputs at most this wide
+_BATCH_INNER_MAX_WO = 12
 
 
 def dx_algorithm(kernel, stride, dilation) -> str:
@@ -882,9 +884,14 @@ def _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
     by_col2im = need_dx and algorithm == "col2im"
     dx = dw = db = None
     if need_dw or need_db or by_col2im:
+        # short output rows (LeNet's 10x10 maps): scatter dX with the images innermost
+        batch_inner = by_col2im and all(s == 1 for s in stride) and wo <= _BATCH_INNER_MAX_WO
         row_bytes = (o + ckk * need_dw + ckk * by_col2im) * wo * dt.itemsize
+        if batch_inner:
+            row_bytes += (o * wo + -(-c * h * wd // ho)) * dt.itemsize
         chunks = workspace.plan_chunks(n, ho, row_bytes, threads)
         whole_images = all(r0 == 0 and r1 == ho for _, _, r0, r1 in chunks)
+        batch_inner = batch_inner and whole_images
         if by_col2im:
             dx = np.empty(x_shape, dtype=dt) if whole_images else np.zeros(x_shape, dtype=dt)
             w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
@@ -892,17 +899,29 @@ def _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
         def work(ch):
             n0, n1, r0, r1 = ch
             nb, rows = n1 - n0, r1 - r0
-            dzt = workspace.buffer("dzt", (o, nb, rows, wo), dt)
-            np.copyto(dzt, dz[n0:n1, :, r0:r1].transpose(1, 0, 2, 3))
-            dz2 = dzt.reshape(o, nb * rows * wo)
             part_w = part_b = None
+            if need_dw or need_db or (by_col2im and not batch_inner):
+                dzt = workspace.buffer("dzt", (o, nb, rows, wo), dt)
+                np.copyto(dzt, dz[n0:n1, :, r0:r1].transpose(1, 0, 2, 3))
+                dz2 = dzt.reshape(o, nb * rows * wo)
             if need_dw:
                 cols = im2col_chunk(x, workspace.buffer("cols", (c, kh, kw, nb, rows, wo), dt),
                                     kernel, stride, padding, dilation, ch)
                 part_w = cols @ dz2.T  # (C*K*K, O): this chunk's share of dW^T
             if need_db:
                 part_b = dz2.sum(axis=1)
-            if by_col2im:
+            if batch_inner:
+                # the same dcols = W^T @ dZ with the columns ordered (p, q, n), scattered into a
+                # (C, H, W, n) accumulator, then one transposing copy into dx
+                dzb = workspace.buffer("dzb", (o, ho, wo, nb), dt)
+                np.copyto(dzb, dz[n0:n1].transpose(1, 2, 3, 0))
+                dcols = workspace.buffer("dcols", (c, kh, kw, ho, wo, nb), dt)
+                np.matmul(w2t, dzb.reshape(o, ho * wo * nb), out=dcols.reshape(ckk, ho * wo * nb))
+                acc = workspace.buffer("dxacc", (c, h, wd, nb), dt)
+                acc[...] = 0
+                col2im_batch_inner_add(dcols, acc, kernel, stride, padding, dilation)
+                np.copyto(dx[n0:n1], acc.transpose(3, 0, 1, 2))
+            elif by_col2im:
                 dcols = workspace.buffer("dcols", (c, kh, kw, nb, rows, wo), dt)
                 np.matmul(w2t, dz2, out=dcols.reshape(ckk, nb * rows * wo))
                 if whole_images:
