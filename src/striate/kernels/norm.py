@@ -170,17 +170,27 @@ def _ordered_sum(parts):
 
 def _batch_stats(x3: np.ndarray, count: int):
     """Per-channel mean and biased variance of ``x3 (N, C, L)`` over its ``count`` = N*L values,
-    by two chunked passes: the mean, then the sum of squared deviations from it."""
+    in one chunked pass: each chunk's mean and sum of squared deviations from it (two passes over
+    a chunk that is still in the cache), combined in chunk order by Chan et al.'s rule
+    ``M2 = sum_k M2_k + sum_k n_k (mean_k - mean)^2`` (in float64; deterministic)."""
     chunks = _chunks(x3)
-    mean = _ordered_sum(_run(lambda sl: np.einsum("ncl->c", x3[sl]), chunks)) / count
-    m3 = mean.reshape(1, -1, 1)
+    per = x3.shape[2]
 
-    def squares(sl):
-        d = np.subtract(x3[sl], m3, out=workspace.buffer("bn_tmp", x3[sl].shape, x3.dtype))
-        return np.einsum("ncl,ncl->c", d, d)
+    def stats(sl):
+        xs = x3[sl]
+        n_k = xs.shape[0] * per
+        mean_k = np.einsum("ncl->c", xs) / xs.dtype.type(n_k)
+        d = np.subtract(xs, mean_k.reshape(1, -1, 1), out=workspace.buffer("bn_tmp", xs.shape, xs.dtype))
+        return n_k, mean_k.astype(np.float64), np.einsum("ncl,ncl->c", d, d).astype(np.float64)
 
-    var = _ordered_sum(_run(squares, chunks)) / count
-    return mean.astype(x3.dtype, copy=False), var.astype(x3.dtype, copy=False)
+    parts = _run(stats, chunks)
+    mean = sum(n_k * m_k for n_k, m_k, _ in parts) / count
+    m2 = parts[0][2].copy()
+    for _, _, m2_k in parts[1:]:
+        m2 += m2_k
+    for n_k, m_k, _ in parts:
+        m2 += n_k * (m_k - mean) ** 2
+    return mean.astype(x3.dtype), (m2 / count).astype(x3.dtype)
 
 
 def _affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
