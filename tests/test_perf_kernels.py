@@ -287,60 +287,6 @@ def test_buffer_reuse_and_alignment():
     assert not np.shares_memory(seen["buf"], c)  # one set of buffers per thread
 
 
-@pytest.fixture
-def output_cache():
-    workspace.set_output_cache(64 << 20)
-    yield
-    workspace.set_output_cache(None)
-
-
-def test_output_cache_reuses_memory_only_once_every_view_is_gone(output_cache):
-    small = workspace.empty((10, 10), np.float32)
-    assert small.base is None and workspace.output_cache_bytes() == 0  # small arrays: plain np.empty
-    a = workspace.empty((64, 1024), np.float64)  # 512 KiB
-    assert a.shape == (64, 1024) and a.dtype == np.float64 and a.flags.c_contiguous and a.flags.writeable
-    a[...] = 7.0
-    address = a.ctypes.data
-    view = a[3:5].T
-    del a
-    assert workspace.output_cache_bytes() == 0  # the view keeps the memory
-    assert np.all(view == 7.0)
-    other = workspace.empty((64, 1024), np.float64)
-    assert other.ctypes.data != address  # ... so a new output gets other memory
-    del view
-    assert workspace.output_cache_bytes() == 64 * 1024 * 8
-    again = workspace.empty((1024, 64), np.float64)  # same byte size, any shape
-    assert again.ctypes.data == address and workspace.output_cache_bytes() == 0
-    z = workspace.zeros((1024, 64), np.float64)
-    assert not np.any(z) and z.ctypes.data not in (address, other.ctypes.data)
-
-
-def test_output_cache_cap_and_off_switch(output_cache):
-    workspace.set_output_cache(1 << 20)
-    arrays = [workspace.empty((256, 1024), np.float32) for _ in range(3)]  # 1 MiB each
-    del arrays
-    assert workspace.output_cache_bytes() == 1 << 20  # the cap keeps one, the others go to malloc
-    workspace.set_output_cache(0)
-    a = workspace.empty((256, 1024), np.float32)
-    assert a.base is None and workspace.output_cache_bytes() == 0
-    with pytest.raises(ValueError, match="non-negative"):
-        workspace.set_output_cache(-1)
-
-
-def test_kernel_outputs_from_the_cache_never_alias_live_ones(output_cache):
-    """A training step's outputs come from the cache: results that are still held keep their
-    values while later calls of the same shapes run."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((16, 8, 32, 32)).astype(np.float32)
-    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
-    first = F.relu(F.conv2d(Tensor(x), Tensor(w), padding=1)).data
-    kept = first.copy()
-    for _ in range(3):
-        F.relu(F.conv2d(Tensor(x * 2), Tensor(w), padding=1))
-    np.testing.assert_array_equal(first, kept)
-    assert workspace.output_cache_bytes() > 0
-
-
 @pytest.mark.parametrize("n,rows,per_row,threads,budget", [
     (128, 32, 4096, 2, 256 << 20), (7, 5, 10, 1, 256 << 20), (3, 50, 1000, 2, 12000), (1, 9, 10 ** 6, 1, 10 ** 6),
     (5, 1, 999, 3, 256 << 20),

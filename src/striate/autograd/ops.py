@@ -12,7 +12,6 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..kernels import workspace
 from ..kernels.shapes import normalize_dim
 from .function import Function
 from .tensor import Tensor, as_array
@@ -35,14 +34,6 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _binary(ufunc, a, b):
-    """``ufunc(a, b)``; a large NumPy result goes into a cached output buffer
-    (:func:`striate.kernels.workspace.empty`: no page faults at every step)."""
-    if type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape and a.dtype == b.dtype:
-        return ufunc(a, b, out=workspace.empty(a.shape, a.dtype))
-    return ufunc(a, b)
-
-
 def _operands(a, b):
     """Arrays for a binary op; a Python scalar takes the dtype of the Tensor beside it."""
     def conv(x, other):
@@ -60,7 +51,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
-        return _binary(np.add, a, b)
+        return np.add(a, b)
 
     @staticmethod
     def backward(ctx, dy):
@@ -301,8 +292,7 @@ class GetItem(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        xp = backend.get_array_module(dy)
-        dx = workspace.zeros(ctx.shape, dy.dtype) if xp is np else xp.zeros(ctx.shape, dtype=dy.dtype)
+        dx = backend.get_array_module(dy).zeros(ctx.shape, dtype=dy.dtype)
         if _is_basic_index(ctx.index):
             dx[ctx.index] = dy  # a view: each input element appears at most once
         else:

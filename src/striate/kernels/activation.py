@@ -318,7 +318,7 @@ def relu_forward(x):
     """y = max(x, 0).  x (*) -> y (*); the cache is y.  Large arrays are split over the cores."""
     x = _check_input(x, "relu")
     if x.flags.c_contiguous and _on_host(x):
-        y = workspace.empty_like(x)
+        y = np.empty_like(x)
         parallel.map_blocks(_relu_into, y, x)
         return y, y
     y = np.maximum(x, 0)
@@ -348,7 +348,7 @@ def relu_backward(dy, cache):
     """dx = dy where y > 0, else 0 (PyTorch's convention: zero gradient at x = 0)."""
     y = cache
     if dy.shape == y.shape and dy.flags.c_contiguous and y.flags.c_contiguous and _on_host(dy, y):
-        dx = workspace.empty_like(dy)
+        dx = np.empty_like(dy)
         parallel.map_blocks(_relu_grad_into, dx, dy, y)
         return dx
     return _relu_grad(dy, y)

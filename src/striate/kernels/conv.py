@@ -614,7 +614,7 @@ def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, thread
     lo_h, lo_w = padding[0][0], padding[1][0]
     dx = dw = db = None
     if by_col2im:
-        dx = workspace.empty(x_shape, dt)
+        dx = np.empty(x_shape, dtype=dt)
         w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
 
     def work(ch):
@@ -699,7 +699,7 @@ def _pointwise_backward(dz, x, w, x_shape, stride, need, threads):
     dz3 = np.ascontiguousarray(dz).reshape(n, o, p)
     dx = None
     if need_dx:
-        dx = np.zeros(x_shape, dtype=dt) if strided else workspace.empty(x_shape, dt)
+        dx = np.zeros(x_shape, dtype=dt) if strided else np.empty(x_shape, dtype=dt)
         dx3 = None if strided else dx.reshape(n, c, p)
     xs = _subsample(x, stride, (ho, wo)) if need_dw else None
 
@@ -749,7 +749,7 @@ def conv2d_forward_chunked(x, w, b, stride, padding, dilation, out_hw=None, layo
     kernel = (kh, kw)
     ho, wo = out_hw if out_hw is not None else _out_hw((h, wd), kernel, stride, padding, dilation)
     dt = np.result_type(x.dtype, w.dtype)
-    out = workspace.empty((n, o, ho, wo), dt)
+    out = np.empty((n, o, ho, wo), dtype=dt)
     if n == 0:
         return out
     item = dt.itemsize
@@ -893,7 +893,7 @@ def _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
         whole_images = all(r0 == 0 and r1 == ho for _, _, r0, r1 in chunks)
         batch_inner = batch_inner and whole_images
         if by_col2im:
-            dx = workspace.empty(x_shape, dt) if whole_images else np.zeros(x_shape, dtype=dt)
+            dx = np.empty(x_shape, dtype=dt) if whole_images else np.zeros(x_shape, dtype=dt)
             w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
 
         def work(ch):
@@ -982,7 +982,7 @@ def _backward_cl(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
     strided_dx = pointwise and (any(s > 1 for s in stride) or (h, wd) != (ho, wo))
     dx = None
     if need_dx:
-        dx = np.zeros(x_shape, dtype=dt) if strided_dx else workspace.empty(x_shape, dt)
+        dx = np.zeros(x_shape, dtype=dt) if strided_dx else np.empty(x_shape, dtype=dt)
 
     def work(ch):
         n0, n1 = ch[:2]

@@ -196,7 +196,7 @@ def _batch_stats(x3: np.ndarray, count: int):
 def _affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """``y = x * scale + shift`` per channel, chunk by chunk: one pass over x, one over y."""
     x3 = _ncl(x)
-    y = workspace.empty(x.shape, x.dtype)
+    y = np.empty(x.shape, dtype=x.dtype)
     y3 = y.reshape(x3.shape)
     sc, sh = scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)
 
@@ -328,7 +328,7 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache, need=(True, True,
         sum_dy = _ordered_sum([p[0] for p in parts])
         sum_dy_xhat = _ordered_sum([p[1] for p in parts]) * cache.inv_std
     if need[0]:
-        dx = workspace.empty(dy.shape, dy.dtype)
+        dx = np.empty(dy.shape, dtype=dy.dtype)
         dx3 = dx.reshape(dy3.shape)
         kk = k.astype(dy.dtype, copy=False).reshape(1, -1, 1)
         if cache.training:

@@ -493,8 +493,8 @@ def _max_pool_tiled_forward(x, g, need_argmax):
     ``y = max_k x_k`` and ``arg = k`` wherever tap ``k`` beats the running maximum (strictly, so
     the first maximum wins, PyTorch's tie rule).  Returns None when the output holds a NaN: the
     general path reproduces PyTorch's NaN routing, which this one skips to save a pass."""
-    y = workspace.empty(g.out_shape, x.dtype)
-    arg = workspace.empty(y.shape, _offset_dtype(math.prod(g.kernel))) if need_argmax else None
+    y = np.empty(g.out_shape, dtype=x.dtype)
+    arg = np.zeros(y.shape, dtype=_offset_dtype(math.prod(g.kernel))) if need_argmax else None
     xv = _tile_view(x, g)
     taps = _tile_taps(g)
     chunks = row_chunks(y.shape[0], y[:1].nbytes, 1 << 20)
@@ -506,7 +506,6 @@ def _max_pool_tiled_forward(x, g, need_argmax):
         np.copyto(ys, xs[taps[0]])
         if need_argmax:
             args = arg[sl]
-            args.fill(0)
             mask = workspace.buffer("pool_mask", ys.shape, bool)
             step = workspace.buffer("pool_step", ys.shape, args.dtype)
         for k in range(1, len(taps)):
@@ -531,7 +530,7 @@ def _max_pool_tiled_backward(dy, g, arg):
     """``dx_k = (arg == k) * dy`` written straight into the tap views of dx (zeros on the rows
     and columns no window reached)."""
     covered = all(o * k == n for o, k, n in zip(g.out, g.kernel, g.size))
-    dx = workspace.empty(g.shape, dy.dtype) if covered else np.zeros(g.shape, dtype=dy.dtype)
+    dx = np.empty(g.shape, dtype=dy.dtype) if covered else np.zeros(g.shape, dtype=dy.dtype)
     dxv = _tile_view(dx, g, writeable=True)
     taps = _tile_taps(g)
 

@@ -20,10 +20,6 @@ avoid both:
     the working set aimed at per chunk (default 4 MiB, ``STRIATE_CHUNK_MB``), the size that keeps
     a chunk's buffers in the caches.
 
-Kernel *outputs* of 256 KiB or more come from :func:`empty`, a cache of finished outputs per
-byte size (see the section at the end of this module), so that a training step does not fault
-in fresh pages for them every time.
-
 Buffers are per thread (``threading.local``): the pool threads of
 :mod:`striate.kernels.parallel` each fill their own, and a thread whose buffers would outgrow its
 share of the budget lets its other buffers go first, so what stays held between calls never
@@ -42,7 +38,6 @@ import numpy as np
 __all__ = [
     "get_memory_budget", "set_memory_budget", "get_chunk_target", "set_chunk_target",
     "buffer", "clear", "held_bytes", "plan_chunks", "row_chunks",
-    "empty", "empty_like", "zeros", "output_cache_bytes", "clear_output_cache", "set_output_cache",
 ]
 
 _MiB = 1 << 20
@@ -185,115 +180,3 @@ def row_chunks(n: int, bytes_per_row: int, chunk_bytes: int = 1 << 20) -> list[s
     if threads > 1:
         nb = min(nb, max(1, -(-n // (2 * threads))))
     return [slice(i, min(i + nb, n)) for i in range(0, n, nb)]
-
-
-# --------------------------------------------------------------------------- output arrays
-# Fresh memory costs a page fault per 4 KiB on first touch (about 0.6 ms per MiB on the
-# benchmark machine), and glibc hands the top of its heap back to the system between training
-# steps, so the outputs of the last layers were faulted in anew at every step.  Kernels take
-# their large outputs from :func:`empty` instead: a free list per exact byte size that a
-# finished array (all its views gone) returns its memory to, as a GPU framework's caching
-# allocator does.  Training repeats the same shapes every step, so after the first step the
-# outputs reuse warm memory.  The idle memory the lists may hold is capped
-# (``STRIATE_OUTPUT_CACHE_MB``, default 256 MiB; 0 turns the cache off).
-
-_POOL_MIN_BYTES = 256 << 10
-
-
-def _cache_cap_from_env() -> int:
-    value = os.environ.get("STRIATE_OUTPUT_CACHE_MB", "").strip()
-    if not value:
-        return 256 * _MiB
-    try:
-        mib = float(value)
-    except ValueError:
-        raise ValueError(f"STRIATE_OUTPUT_CACHE_MB must be a number of MiB, got {value!r}") from None
-    if mib < 0:
-        raise ValueError(f"STRIATE_OUTPUT_CACHE_MB must not be negative, got {value!r}")
-    return int(mib * _MiB)
-
-
-_pool: dict[int, list] = {}
-_pool_state = {"idle": 0, "cap": _cache_cap_from_env()}
-_pool_lock = threading.RLock()  # re-entrant: a collection inside empty() may run _Lease.__del__
-
-
-class _Lease:
-    """The owner of a pooled array's memory: NumPy keeps it as the ``base`` of the array and of
-    every view of it, so it is collected only when the last of them is; it then returns the
-    memory to the free list."""
-
-    __slots__ = ("__array_interface__", "raw", "__weakref__")
-
-    def __init__(self, raw, shape, typestr):
-        self.raw = raw
-        self.__array_interface__ = {"data": (raw.ctypes.data, False), "shape": shape, "typestr": typestr,
-                                    "version": 3}
-
-    def __del__(self):
-        try:
-            _release(self.raw)
-        except Exception:  # noqa: BLE001 - interpreter shutdown: let the memory go
-            pass
-
-
-def _release(raw) -> None:
-    with _pool_lock:
-        if _pool_state["idle"] + raw.nbytes > _pool_state["cap"]:
-            return  # over the cap: the memory goes back to malloc
-        _pool.setdefault(raw.nbytes, []).append(raw)
-        _pool_state["idle"] += raw.nbytes
-
-
-def empty(shape, dtype) -> np.ndarray:
-    """``np.empty(shape, dtype)`` (C order) for a kernel's output; arrays of 256 KiB or more
-    come from the free lists of finished outputs of the same size when there is one."""
-    dtype = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < _POOL_MIN_BYTES or not _pool_state["cap"] or dtype.hasobject:
-        return np.empty(shape, dtype)
-    raw = None
-    with _pool_lock:
-        free = _pool.get(nbytes)
-        if free:
-            raw = free.pop()
-            _pool_state["idle"] -= nbytes
-    if raw is None:
-        raw = np.empty(nbytes, dtype=np.uint8)
-    return np.asarray(_Lease(raw, shape, dtype.str))
-
-
-def zeros(shape, dtype) -> np.ndarray:
-    """:func:`empty` filled with zeros."""
-    out = empty(shape, dtype)
-    out.fill(0)
-    return out
-
-
-def empty_like(a: np.ndarray) -> np.ndarray:
-    """:func:`empty` of ``a``'s shape and dtype."""
-    return empty(a.shape, a.dtype)
-
-
-def output_cache_bytes() -> int:
-    """Bytes held idle by the output free lists."""
-    return _pool_state["idle"]
-
-
-def clear_output_cache() -> None:
-    """Let every idle output buffer go back to malloc."""
-    with _pool_lock:
-        _pool.clear()
-        _pool_state["idle"] = 0
-
-
-def set_output_cache(nbytes: int | None) -> None:
-    """Cap the idle output buffers at ``nbytes`` (0: no cache; ``None``: the default, 256 MiB or
-    ``STRIATE_OUTPUT_CACHE_MB``).  Frees what is held."""
-    if nbytes is None:
-        nbytes = _cache_cap_from_env()
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
-        raise ValueError(f"set_output_cache: expected a non-negative number of bytes, got {nbytes!r}")
-    clear_output_cache()
-    _pool_state["cap"] = int(nbytes)
