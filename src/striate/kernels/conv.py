@@ -67,12 +67,13 @@ choices can be forced, and every combination is tested against the naive referen
   the NCHW input (``im2col.im2col_chunk``); the general path (any stride, dilation, padding,
   and row ranges of a single image when one image exceeds the memory budget).
 * ``"padded_grid"`` -- stride 1: the chunk is laid channel-major on its zero-padded grid
-  (``H_p x W_p`` per image, end to end), and the outputs are computed at *every* grid
-  position, the ones past ``H_o x W_o`` then thrown away.  Tap ``(i, j)`` then reads the grid
-  shifted by ``i*d*W_p + j*d``: each row of the column matrix is one contiguous copy, and the
-  col2im scatter one contiguous add per tap.  It pays ``H_p W_p / (H_o W_o)`` times the
-  arithmetic (1.13 for ResNet's 32x32 maps, 1.07 for VGG's 56x56) and is chosen up to 2x for
-  few channels, up to 1.15x for many.
+  (``H_p x W_p`` per image, end to end), and each image's ``H_o`` output rows are computed at
+  *every* grid column, the ones past ``W_o`` then thrown away.  Tap ``(i, j)`` then reads the
+  grid shifted by ``i*d*W_p + j*d``: each row of the column matrix is one contiguous run of
+  ``H_o*W_p`` values per image (one strided copy per kernel row), and the col2im scatter one
+  add per tap.  It pays ``W_p / W_o`` times the arithmetic (1.06 for ResNet's 32x32 maps,
+  1.13 for its 16x16 ones, 1.04 for VGG's 56x56) and is chosen up to 1.25x for few channels,
+  up to 1.15x for many.
 * ``"channels_last"`` -- one row of ``K*K*C`` values per output position, built from a
   zero-padded NHWC copy of the chunk, one copy per kernel row (``im2col.im2col_padded_cl``);
   the GEMM ``z^T = colsT @ W^T`` with a tall row-major operand runs closest to OpenBLAS's peak.
@@ -385,8 +386,8 @@ def conv_layout(in_channels: int, kernel, padding, stride=(1, 1), dilation=(1, 1
     """The column layout the chunked kernels use for a shape (see the module docstring).
 
     * "padded_grid" (channel-major columns over the zero-padded grid, every tap one contiguous
-      slice) for stride-1 layers whose grid holds at most 1.5x as many positions as the output
-      (at most 1.15x with 32 channels or more; ``x_hw`` and ``out_hw`` must be given);
+      run per image) for stride-1 layers whose grid rows are at most 1.25x as wide as the output
+      rows (at most 1.15x with 32 channels or more; ``x_hw`` and ``out_hw`` must be given);
     * "channels_last" (a row of ``K*K*C`` values per output position) otherwise for layers with
       at least 64 input channels;
     * "channels_first" (``im2col``'s ``(C*K*K, positions)`` matrix) otherwise;
@@ -395,17 +396,17 @@ def conv_layout(in_channels: int, kernel, padding, stride=(1, 1), dilation=(1, 1
       on another shape falls back to the automatic choice).
 
     Measured on this project's benchmark shapes (AMD EPYC, OpenBLAS Haswell kernels): channels-last
-    wins for 64 channels on small maps (ResNet's 64x8x8), the padded grid for large maps with
-    little padding overhead (ResNet's 16x32x32, VGG's 64x56x56, LeNet's conv1), channels-first
-    for ResNet's 32x16x16, strided layers and LeNet's unpadded conv2 (whose grid would nearly
-    double the work: 14x14 positions for 10x10 outputs).
+    wins for 64 channels on small maps (ResNet's 64x8x8, whose grid rows are 10 wide for 8
+    outputs), the padded grid for ResNet's 16x32x32 and 32x16x16, VGG's 64x56x56 and LeNet's
+    conv1, channels-first for strided layers and LeNet's unpadded conv2 (grid rows 14 wide for
+    10 outputs).
     """
     if _is_pointwise(kernel, padding):
         return "pointwise"
     grid = None
     if x_hw is not None and out_hw is not None and _flat_ok(stride, padding):
         grid = _flat_overhead(x_hw, kernel, padding, dilation, out_hw)
-    if grid is not None and grid <= (1.15 if in_channels >= 32 else 1.5):
+    if grid is not None and grid <= (1.15 if in_channels >= 32 else 1.25):
         return "padded_grid"
     return "channels_last" if in_channels >= 64 else "channels_first"
 
@@ -511,9 +512,10 @@ def _flat_geometry(hw, kernel, padding, dilation, out_hw):
 
 
 def _flat_overhead(hw, kernel, padding, dilation, out_hw) -> float:
-    """Columns of the padded grid per real output position."""
-    hp, wp = _flat_geometry(hw, kernel, padding, dilation, out_hw)[:2]
-    return hp * wp / (out_hw[0] * out_hw[1])
+    """Columns of the padded grid per real output position: the ``H_o`` output rows of an
+    image are computed at all ``W_p`` grid columns, so ``W_p / W_o``."""
+    wp = _flat_geometry(hw, kernel, padding, dilation, out_hw)[1]
+    return wp / out_hw[1]
 
 
 def _flat_fill(src, n0, n1, lo_hw, geom, dt, name):
@@ -539,23 +541,26 @@ def _flat_fill(src, n0, n1, lo_hw, geom, dt, name):
     return buf
 
 
-def _flat_cols(buf, geom, nb, dt, name="cols"):
-    """Column matrix over the padded grid, ``(C*K_h*K_w, n*H_p*W_p)``: row (c, i, j) is row c
-    of the filled buffer shifted by the tap's offset ``i*d_h*W_p + j*d_w``.  The ``K_w`` taps of a
-    kernel row are shifts by ``d_w`` apart, i.e. one strided (overlapping, read-only) view of the
-    buffer: one copy per kernel row.  Column ``(n*H_p + p)*W_p + q`` is the output at (p, q) of
-    image n; those with p >= H_o or q >= W_o are computed and thrown away."""
+def _flat_cols(buf, geom, nb, rows, dt, name="cols"):
+    """Column matrix over the padded grid, ``(C*K_h*K_w, n*rows*W_p)``: row (c, i, j) holds, for
+    each image, ``rows*W_p`` consecutive values of row c of the filled buffer from the image's
+    plane start shifted by the tap's offset ``i*d_h*W_p + j*d_w``.  The ``K_w`` taps of a kernel
+    row are shifts by ``d_w`` apart, i.e. one strided (overlapping, read-only) view of the
+    buffer: one copy per kernel row, in runs of ``rows*W_p`` values.  Column
+    ``(n*rows + p)*W_p + q`` is the output at (p, q) of image n (``rows`` = H_o: the grid's
+    trailing rows are never computed); those with q >= W_o are computed and thrown away."""
     hp, wp, _, offsets, kw, step = geom
     c = buf.shape[0]
     kk = len(offsets)
-    length = nb * hp * wp
-    cols = workspace.buffer(name, (c, kk, length), dt)
+    span = rows * wp
+    cols = workspace.buffer(name, (c, kk, nb, span), dt)
     item = buf.itemsize
     for r in range(0, kk, kw):
-        src = np.lib.stride_tricks.as_strided(buf[:, offsets[r]:], shape=(c, kw, length),
-                                              strides=(buf.strides[0], step * item, item), writeable=False)
+        src = np.lib.stride_tricks.as_strided(buf[:, offsets[r]:], shape=(c, kw, nb, span),
+                                              strides=(buf.strides[0], step * item, hp * wp * item, item),
+                                              writeable=False)
         np.copyto(cols[:, r:r + kw], src)
-    return cols.reshape(c * kk, length)
+    return cols.reshape(c * kk, nb * span)
 
 
 def _flat_forward(x, w2, bias, out, padding, geom, chunks, threads, dt):
@@ -566,9 +571,10 @@ def _flat_forward(x, w2, bias, out, padding, geom, chunks, threads, dt):
     def work(ch):
         n0, n1 = ch[:2]
         nb = n1 - n0
-        cols = _flat_cols(_flat_fill(x, n0, n1, (padding[0][0], padding[1][0]), geom, dt, "xflat"), geom, nb, dt)
-        z = np.matmul(w2, cols, out=workspace.buffer("z", (o, nb * hp * wp), dt))
-        zt = z.reshape(o, nb, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+        cols = _flat_cols(_flat_fill(x, n0, n1, (padding[0][0], padding[1][0]), geom, dt, "xflat"), geom, nb, ho,
+                          dt)
+        z = np.matmul(w2, cols, out=workspace.buffer("z", (o, nb * ho * wp), dt))
+        zt = z.reshape(o, nb, ho, wp)[:, :, :, :wo].transpose(1, 0, 2, 3)
         if bias is not None:
             np.add(zt, bias, out=out[n0:n1])
         else:
@@ -578,17 +584,16 @@ def _flat_forward(x, w2, bias, out, padding, geom, chunks, threads, dt):
 
 
 def _flat_dz(dz, n0, n1, geom, dt):
-    """dZ of images n0:n1 channel-major on the padded grid, zero at the discarded positions."""
-    hp, wp = geom[:2]
+    """dZ of images n0:n1 channel-major in the column order of :func:`_flat_cols`,
+    ``(O, n*H_o*W_p)``, zero at the discarded positions (q >= W_o)."""
+    wp = geom[1]
     o, ho, wo = dz.shape[1:]
     nb = n1 - n0
-    buf = workspace.buffer("dzflat", (o, nb, hp, wp), dt)
-    if ho < hp:
-        buf[:, :, ho:] = 0
+    buf = workspace.buffer("dzflat", (o, nb, ho, wp), dt)
     if wo < wp:
-        buf[:, :, :ho, wo:] = 0
-    np.copyto(buf[:, :, :ho, :wo], dz[n0:n1].transpose(1, 0, 2, 3))
-    return buf.reshape(o, nb * hp * wp)
+        buf[:, :, :, wo:] = 0
+    np.copyto(buf[:, :, :, :wo], dz[n0:n1].transpose(1, 0, 2, 3))
+    return buf.reshape(o, nb * ho * wp)
 
 
 def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, threads):
@@ -607,7 +612,9 @@ def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, thread
     hp, wp, slack, offsets = geom[:4]
     grid = hp * wp
     by_col2im = need_dx and algorithm == "col2im"
-    per_image = grid * (o + (c + ckk) * need_dw + (ckk + c) * by_col2im) * dt.itemsize
+    span = ho * wp  # columns per image (see _flat_cols)
+    per_image = (span * o + (grid * c + span * ckk) * need_dw + (span * ckk + (grid + slack) * c) * by_col2im) \
+        * dt.itemsize
     plan = _whole_image_plan(n, per_image, threads) if (need_dw or need_db or by_col2im) else []
     if plan is None:
         return None
@@ -617,25 +624,28 @@ def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, thread
         dx = np.empty(x_shape, dtype=dt)
         w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
 
+
     def work(ch):
         n0, n1 = ch[:2]
         nb = n1 - n0
-        length = nb * grid
         dzf = _flat_dz(dz, n0, n1, geom, dt)
         part_w = part_b = None
         if need_dw:
-            cols = _flat_cols(_flat_fill(x, n0, n1, (lo_h, lo_w), geom, dt, "xflat"), geom, nb, dt)
+            cols = _flat_cols(_flat_fill(x, n0, n1, (lo_h, lo_w), geom, dt, "xflat"), geom, nb, ho, dt)
             part_w = cols @ dzf.T  # (C*K*K, O): this chunk's share of dW^T
         if need_db:
             part_b = dzf.sum(axis=1)
         if by_col2im:
-            dcols = np.matmul(w2t, dzf, out=workspace.buffer("dcols", (ckk, length), dt)).reshape(c, kh * kw, length)
-            acc = workspace.buffer("dxflat", (c, length + slack), dt)
+            dcols = np.matmul(w2t, dzf, out=workspace.buffer("dcols", (ckk, nb * span), dt))
+            dcols = dcols.reshape(c, kh * kw, nb, span)
+            # one padded plane per image, followed by the slack its shifted taps reach into
+            # (only with zeros: dZ is zero at the discarded columns)
+            acc = workspace.buffer("dxflat", (c, nb, grid + slack), dt)
             acc[...] = 0
             for t, off in enumerate(offsets):
-                view = acc[:, off:off + length]
+                view = acc[:, :, off:off + span]
                 view += dcols[:, t]
-            grid4 = acc[:, :length].reshape(c, nb, hp, wp)
+            grid4 = acc[:, :, :grid].reshape(c, nb, hp, wp)
             np.copyto(dx[n0:n1], grid4[:, :, lo_h:lo_h + h, lo_w:lo_w + wd].transpose(1, 0, 2, 3))
         return part_w, part_b
 
@@ -791,7 +801,8 @@ def conv2d_forward_chunked(x, w, b, stride, padding, dilation, out_hw=None, layo
     bias = None if b is None else b.reshape(o, 1, 1)
     if layout == "padded_grid" and _flat_ok(stride, padding):
         geom = _flat_geometry((h, wd), kernel, padding, dilation, (ho, wo))
-        plan = _whole_image_plan(n, geom[0] * geom[1] * (ckk + c + o) * item, threads)
+        span = ho * geom[1]  # grid columns per image (see _flat_cols)
+        plan = _whole_image_plan(n, (geom[0] * geom[1] * c + span * (ckk + o)) * item, threads)
         if plan is not None:
             _flat_forward(x, w2, bias, out, padding, geom, plan, threads, dt)
             return out
