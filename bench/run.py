@@ -14,7 +14,10 @@ Method
 * Every item is warmed up, then timed in alternating blocks (striate, PyTorch, PyTorch,
   striate, ...) of repeated calls with a short pause between blocks so that neither side's
   spinning worker threads steal the other's cores; the figure reported is the median of all
-  calls, and the ratio is striate's median over PyTorch's.
+  calls, and the ratio is striate's median over PyTorch's.  Eight rounds of blocks per item:
+  the machine this was written on drifts between fast and slow phases of tens of seconds
+  (single-item ratios moved by up to 30 % between whole runs with four rounds), and finer
+  alternation pairs both frameworks with the same phase.
 * GFLOP/s counts the multiply-adds of convolutions and linear layers (2 FLOPs each); a
   convolution's forward+backward is 3x its forward (dX and dW cost one forward each), a
   training step 3x the forward of every conv/linear layer.  "% peak" divides by the SGEMM rate
@@ -97,7 +100,7 @@ def _time_calls(fn, reps):
     return out
 
 
-def compare(s_fn, t_fn, budget_s, rounds=4):
+def compare(s_fn, t_fn, budget_s, rounds=8):
     """Median seconds of ``s_fn`` and ``t_fn`` timed in alternating blocks after a warm-up."""
     s_fn(), t_fn()
     ts = min(_time_calls(s_fn, 2))
