@@ -460,6 +460,8 @@ def _max_pool_device_backward(dy, g: PoolGeometry, arg):
         view = _tap_view(dxp, g, off)
         view += dy * (arg == k)
     return _crop(dxp, g)
+
+
 # ---- windows that tile the input (kernel == stride, no padding, no dilation: 2x2 stride 2)
 
 
