@@ -311,11 +311,10 @@ def erfc(x) -> np.ndarray:
 # piece-wise linear units
 
 
-
-
 @_pointwise_forward
 def relu_forward(x):
-    """y = max(x, 0).  x (*) -> y (*); the cache is y.  Large arrays are split over the cores."""
+    """y = max(x, 0).  x (*) -> y (*); the cache is y.  Arrays of two blocks or more are split
+    over the cores (:func:`striate.kernels.parallel.map_blocks`)."""
     x = _check_input(x, "relu")
     if x.flags.c_contiguous and _on_host(x):
         y = np.empty_like(x)

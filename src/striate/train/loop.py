@@ -164,7 +164,13 @@ def _to_tensor(array, device: str = "cpu") -> Tensor:
 
 
 def _model_device(model) -> str:
-    return getattr(model, "device", "cpu") if isinstance(getattr(model, "device", "cpu"), str) else "cpu"
+    device = getattr(model, "device", "cpu")
+    return device if isinstance(device, str) else "cpu"
+
+
+def _host(a) -> np.ndarray:
+    """A Tensor's data or an array as a NumPy array (device arrays are copied to the host)."""
+    return np.asarray(backend.to_numpy(a.data if isinstance(a, Tensor) else a))
 
 
 def _loss_and_logits(model, loss_fn, images, labels):
@@ -184,8 +190,8 @@ def evaluate(model, loader, loss_fn: Callable = F.cross_entropy, num_classes: in
                 loss, logits = _loss_and_logits(model, loss_fn, images, labels)
                 total_loss += float(loss.item()) * len(labels)
                 n += len(labels)
-                all_logits.append(backend.to_numpy(logits.data))
-                all_labels.append(np.asarray(backend.to_numpy(labels.data if isinstance(labels, Tensor) else labels)))
+                all_logits.append(_host(logits))
+                all_labels.append(_host(labels))
     finally:
         model.train(was_training)
     if n == 0:
@@ -279,8 +285,7 @@ class Trainer:
         if self.metric_fn is not None:
             correct = float(self.metric_fn(logits, labels))  # may be fractional (pixel accuracy x batch)
         else:
-            correct = (int(np.sum(backend.to_numpy(logits.data).argmax(axis=1) == np.asarray(backend.to_numpy(
-                labels.data if isinstance(labels, Tensor) else labels)))) if logits.ndim == 2 else 0)
+            correct = int(np.sum(_host(logits).argmax(axis=1) == _host(labels))) if logits.ndim == 2 else 0
         n = len(labels)
         if self.reduce_stats is not None:
             value, correct, n = self.reduce_stats(value, correct, n)
