@@ -121,15 +121,18 @@ def test_default_choices():
     assert K.dx_algorithm((5, 5), (1, 1), (1, 1)) == "col2im"
     pad1, pad2 = ((1, 1), (1, 1)), ((2, 2), (2, 2))
     assert K.conv_layout(16, (3, 3), pad1) == "channels_first"  # no sizes: no grid
-    assert K.conv_layout(16, (3, 3), pad1, (1, 1), (1, 1), (32, 32), (32, 32)) == "padded_grid"
+    assert K.conv_layout(16, (3, 3), pad1, (1, 1), (1, 1), (32, 32), (32, 32)) == "batch_inner"
+    assert K.conv_layout(16, (3, 3), pad1, (1, 1), (1, 1), (34, 34), (34, 34)) == "padded_grid"  # rows 36/34
     assert K.conv_layout(16, (3, 3), pad1, (2, 2), (1, 1), (32, 32), (16, 16)) == "channels_first"
-    assert K.conv_layout(6, (5, 5), ((0, 0), (0, 0)), (1, 1), (1, 1), (6, 6), (2, 2)) == "channels_first"  # 9x
+    assert K.conv_layout(6, (5, 5), ((0, 0), (0, 0)), (1, 1), (1, 1), (6, 6), (2, 2)) == "batch_inner"
+    assert K.conv_layout(6, (13, 13), ((0, 0), (0, 0)), (1, 1), (1, 1), (48, 48), (36, 36)) == "channels_first"  # 48/36
     assert K.conv_layout(64, (3, 3), ((1, 1), (1, 1))) == "channels_last"
-    assert K.conv_layout(64, (3, 3), pad1, (1, 1), (1, 1), (8, 8), (8, 8)) == "channels_last"
+    assert K.conv_layout(64, (3, 3), pad1, (1, 1), (1, 1), (8, 8), (8, 8)) == "batch_inner"
+    assert K.conv_layout(64, (3, 3), pad1, (2, 2), (1, 1), (16, 16), (8, 8)) == "channels_last"
     assert K.conv_layout(64, (3, 3), pad1, (1, 1), (1, 1), (56, 56), (56, 56)) == "padded_grid"
-    assert K.conv_layout(32, (3, 3), pad1, (1, 1), (1, 1), (16, 16), (16, 16)) == "padded_grid"  # rows 18/16
-    assert K.conv_layout(6, (5, 5), ((0, 0), (0, 0)), (1, 1), (1, 1), (14, 14), (10, 10)) == "channels_first"  # 14/10
-    assert K.conv_layout(1, (5, 5), pad2, (1, 1), (1, 1), (28, 28), (28, 28)) == "padded_grid"  # 32/28
+    assert K.conv_layout(32, (3, 3), pad1, (1, 1), (1, 1), (16, 16), (16, 16)) == "batch_inner"
+    assert K.conv_layout(6, (5, 5), ((0, 0), (0, 0)), (1, 1), (1, 1), (14, 14), (10, 10)) == "batch_inner"
+    assert K.conv_layout(1, (5, 5), pad2, (1, 1), (1, 1), (28, 28), (28, 28)) == "batch_inner"
     assert K.conv_layout(3, (1, 1), ((0, 0), (0, 0))) == "pointwise"
     assert K.conv_layout(3, (1, 1), pad1) != "pointwise"
     with pytest.raises(ValueError, match="algorithm"):
@@ -141,13 +144,13 @@ def test_default_choices():
 # ------------------------------------------------------------------ many channels, against PyTorch
 TORCH_CASES = [
     # x shape, out channels, kernel, stride, padding
-    ((4, 32, 8, 8), 32, 3, 1, 1),      # channels-last, flipped dX
-    ((3, 40, 9, 7), 24, 3, 2, 1),      # channels-last, col2im dX
+    ((4, 32, 8, 8), 32, 3, 1, 1),      # images innermost, flipped dX
+    ((3, 64, 9, 7), 24, 3, 2, 1),      # channels-last, col2im dX
     ((3, 64, 6, 6), 128, 1, 2, 0),     # strided 1x1
-    ((5, 16, 12, 12), 16, 3, 1, 1),    # padded grid, flipped dX
-    ((4, 6, 14, 14), 16, 5, 1, 0),     # LeNet conv2: padded grid, col2im dX
+    ((5, 16, 12, 12), 16, 3, 1, 1),    # images innermost, flipped dX
+    ((4, 6, 14, 14), 16, 5, 1, 0),     # LeNet conv2: images innermost, col2im dX
     ((3, 8, 9, 9), 12, 3, 2, 1),       # channels-first, col2im dX
-    ((2, 32, 20, 20), 16, 3, 1, 1),    # many channels on a large map: padded grid
+    ((2, 8, 34, 34), 16, 3, 1, 1),     # a map too wide for images innermost: padded grid
 ]
 
 

@@ -60,7 +60,7 @@ times the input between forward and backward).  Per chunk:
     than 3x3**, where it builds ``C*K*K`` values per output position instead of ``O*K*K`` per
     input position.
 
-The same numbers can be laid out four ways (:func:`conv_layout` picks one per shape; both
+The same numbers can be laid out five ways (:func:`conv_layout` picks one per shape; both
 choices can be forced, and every combination is tested against the naive reference):
 
 * ``"channels_first"`` -- ``im2col``'s ``(C*K*K, n*H_o*W_o)`` matrix, filled tap by tap from
@@ -71,13 +71,21 @@ choices can be forced, and every combination is tested against the naive referen
   *every* grid column, the ones past ``W_o`` then thrown away.  Tap ``(i, j)`` then reads the
   grid shifted by ``i*d*W_p + j*d``: each row of the column matrix is one contiguous run of
   ``H_o*W_p`` values per image (one strided copy per kernel row), and the col2im scatter one
-  add per tap.  It pays ``W_p / W_o`` times the arithmetic (1.06 for ResNet's 32x32 maps,
-  1.13 for its 16x16 ones, 1.04 for VGG's 56x56) and is chosen up to 1.25x for few channels,
-  up to 1.15x for many.
+  add per tap.  It pays ``W_p / W_o`` times the arithmetic (1.04 for VGG's 56x56 maps) and
+  is chosen, for maps too wide for "batch_inner", up to 1.25x for few channels, up to 1.15x
+  for many.
+* ``"batch_inner"`` -- the channels-first matrix with the *images innermost*: columns ordered
+  ``(p, q, n)``.  The chunk is copied once onto its zero-padded grid as ``(C, H_p, W_p, n)``,
+  and the whole column matrix is one strided copy of a window view of it, in runs of
+  ``W_o*n`` contiguous values (stride 1) instead of runs of ``W_o``: on small maps the cost of
+  a copy is its number of runs, not its bytes.  The product comes out ``(O, H_o, W_o, n)`` and
+  turns to NCHW in the copy that adds the bias; the backward lays dZ out the same way once per
+  chunk for dW, db and the col2im scatter.  Chosen for stride-1 layers up to 32 outputs wide
+  (LeNet-5's and ResNet-20's 3x3 and 5x5 layers).
 * ``"channels_last"`` -- one row of ``K*K*C`` values per output position, built from a
   zero-padded NHWC copy of the chunk, one copy per kernel row (``im2col.im2col_padded_cl``);
   the GEMM ``z^T = colsT @ W^T`` with a tall row-major operand runs closest to OpenBLAS's peak.
-  Chosen for 32 channels or more on small maps (ResNet's 32x16x16 and 64x8x8 layers).
+  Chosen for 64 channels or more when neither of the two above applies (strided layers).
 * ``"pointwise"`` -- a **1x1** kernel without padding needs no columns at all:
   ``z[n] = W (O, C) @ x[n] (C, H_o*W_o)`` is a GEMM per image straight into NCHW (a stride first
   takes every S-th sample), and ``dX[n] = W^T @ dZ[n]``, ``dW = sum_n dZ[n] @ x[n]^T``.
@@ -366,9 +374,9 @@ DX_ALGORITHMS = ("flipped", "col2im")
 # Overflow and NaN in a product propagate silently, as in PyTorch (the loss check reports them);
 # the padded grid also multiplies positions whose results are thrown away.
 _QUIET = {"over": "ignore", "invalid": "ignore"}
-LAYOUTS = ("channels_first", "channels_last", "padded_grid", "pointwise")
-# channels-first col2im scatters dX with the images innermost for stride-1 outputs at most this wide
-_BATCH_INNER_MAX_WO = 12
+LAYOUTS = ("channels_first", "channels_last", "padded_grid", "batch_inner", "pointwise")
+# stride-1 layers with output rows at most this wide take the images-innermost layout
+_BATCH_INNER_MAX_WO = 32
 
 
 def dx_algorithm(kernel, stride, dilation) -> str:
@@ -385,24 +393,30 @@ def dx_algorithm(kernel, stride, dilation) -> str:
 def conv_layout(in_channels: int, kernel, padding, stride=(1, 1), dilation=(1, 1), x_hw=None, out_hw=None) -> str:
     """The column layout the chunked kernels use for a shape (see the module docstring).
 
-    * "padded_grid" (channel-major columns over the zero-padded grid, every tap one contiguous
-      run per image) for stride-1 layers whose grid rows are at most 1.25x as wide as the output
-      rows (at most 1.15x with 32 channels or more; ``x_hw`` and ``out_hw`` must be given);
-    * "channels_last" (a row of ``K*K*C`` values per output position) otherwise for layers with
-      at least 64 input channels;
-    * "channels_first" (``im2col``'s ``(C*K*K, positions)`` matrix) otherwise;
     * "pointwise" for 1x1 kernels without padding: no columns at all, one GEMM per image,
       ``z[n] = W (O, C) @ x[n] (C, H_o*W_o)``, written straight into NCHW (a forced "pointwise"
-      on another shape falls back to the automatic choice).
+      on another shape falls back to the automatic choice);
+    * "batch_inner" (im2col's matrix with the images innermost, columns ordered (p, q, n)) for
+      stride-1 layers whose output rows are at most ``_BATCH_INNER_MAX_WO`` (32) wide
+      (``out_hw`` must be given);
+    * "padded_grid" (channel-major columns over the zero-padded grid, every tap one contiguous
+      run per image) for other stride-1 layers whose grid rows are at most 1.25x as wide as the
+      output rows (at most 1.15x with 32 channels or more; ``x_hw`` must be given too);
+    * "channels_last" (a row of ``K*K*C`` values per output position) otherwise for layers with
+      at least 64 input channels;
+    * "channels_first" (``im2col``'s ``(C*K*K, positions)`` matrix) otherwise.
 
-    Measured on this project's benchmark shapes (AMD EPYC, OpenBLAS Haswell kernels): channels-last
-    wins for 64 channels on small maps (ResNet's 64x8x8, whose grid rows are 10 wide for 8
-    outputs), the padded grid for ResNet's 16x32x32 and 32x16x16, VGG's 64x56x56 and LeNet's
-    conv1, channels-first for strided layers and LeNet's unpadded conv2 (grid rows 14 wide for
-    10 outputs).
+    Measured on this project's benchmark shapes (AMD EPYC, OpenBLAS Haswell kernels, two
+    threads, whole training steps A/B): images-innermost columns took LeNet-5's step from 50 to
+    42 ms and ResNet-20's from 1,243 to 1,046 ms (every 3x3 layer, 32x32 maps and smaller),
+    with DenseNet-BC-40 unchanged; the padded grid stays for large maps (VGG's 64x56x56, where
+    the two are within noise) and channels-first for strided layers, where images-innermost
+    runs are only ``n`` values long.
     """
     if _is_pointwise(kernel, padding):
         return "pointwise"
+    if out_hw is not None and all(s == 1 for s in stride) and out_hw[1] <= _BATCH_INNER_MAX_WO:
+        return "batch_inner"
     grid = None
     if x_hw is not None and out_hw is not None and _flat_ok(stride, padding):
         grid = _flat_overhead(x_hw, kernel, padding, dilation, out_hw)
@@ -660,6 +674,139 @@ def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, thread
     return dx, dw, db
 
 
+# ---- images innermost ("batch_inner"): small maps
+
+
+def _bi_geometry(hw, kernel, stride, padding, dilation, out_hw):
+    """Per spatial axis ``(L_p, a, b)``: the padded extent the windows read,
+    ``L_p = (out - 1)*S + d*(K - 1) + 1``, and the range ``[a, b)`` of it holding input samples
+    (padded index ``k`` holds ``x[k - lo]``; a negative ``lo`` crops)."""
+    geo = []
+    for n, k, s, d, (lo, _), o in zip(hw, kernel, stride, dilation, padding, out_hw):
+        lp = (o - 1) * s + d * (k - 1) + 1
+        a = min(max(0, lo), lp)
+        geo.append((lp, a, max(a, min(lp, n + lo))))
+    return tuple(geo)
+
+
+def _bi_fill(x, n0, n1, padding, geo, dt, name="xbi"):
+    """Images n0:n1 of the NCHW ``x`` on their zero-padded grid with the image index innermost:
+    a buffer ``(C, H_p, W_p, n)``, ``buf[c, k, l, n] = xpad[n0 + n, c, k, l]``."""
+    (hp, ah, bh), (wp, aw, bw) = geo
+    nb = n1 - n0
+    buf = workspace.buffer(name, (x.shape[1], hp, wp, nb), dt)
+    if ah:
+        buf[:, :ah] = 0
+    if bh < hp:
+        buf[:, bh:] = 0
+    if aw:
+        buf[:, ah:bh, :aw] = 0
+    if bw < wp:
+        buf[:, ah:bh, bw:] = 0
+    if bh > ah and bw > aw:
+        (lo_h, _), (lo_w, _) = padding
+        np.copyto(buf[:, ah:bh, aw:bw], x[n0:n1, :, ah - lo_h:bh - lo_h, aw - lo_w:bw - lo_w].transpose(1, 2, 3, 0))
+    return buf
+
+
+def _bi_cols(buf, kernel, stride, dilation, out_hw, dt, name="cols"):
+    """Column matrix with the images innermost, ``(C*K_h*K_w, H_o*W_o*n)``:
+    ``cols[(c, i, j), (p, q, n)] = buf[c, p*S_h + i*d_h, q*S_w + j*d_w, n]``, one strided copy of
+    a window view of the filled grid.  With stride 1 along W a tap's row is runs of ``W_o*n``
+    contiguous values -- against runs of ``W_o`` (ten on LeNet's 10x10 maps) image by image,
+    where NumPy's per-run cost, not the bytes, sets the copy's speed."""
+    c, _, _, nb = buf.shape
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
+    sc, sr, sq, sn = buf.strides
+    view = np.lib.stride_tricks.as_strided(buf, (c, kh, kw, ho, wo, nb),
+                                           (sc, dh * sr, dw * sq, sh * sr, sw * sq, sn), writeable=False)
+    cols = workspace.buffer(name, (c, kh, kw, ho, wo, nb), dt)
+    np.copyto(cols, view)
+    return cols.reshape(c * kh * kw, ho * wo * nb)
+
+
+def _bi_image_elems(c, o, kernel, geo, out_hw):
+    """Elements of the forward's buffers for one image: the grid, the columns and the product."""
+    p = out_hw[0] * out_hw[1]
+    return geo[0][0] * geo[1][0] * c + p * (c * kernel[0] * kernel[1] + o)
+
+
+def _bi_forward(x, w2, bias, out, kernel, stride, padding, dilation, geo, plan, threads, dt):
+    """``z (O, H_o*W_o*n) = W (O, C*K*K) @ cols`` per chunk, turned to NCHW (plus the bias) in
+    the copy into ``out``."""
+    o = w2.shape[0]
+    ho, wo = out.shape[2:]
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        nb = n1 - n0
+        cols = _bi_cols(_bi_fill(x, n0, n1, padding, geo, dt), kernel, stride, dilation, (ho, wo), dt)
+        z = np.matmul(w2, cols, out=workspace.buffer("z", (o, ho * wo * nb), dt))
+        zt = z.reshape(o, ho, wo, nb).transpose(3, 0, 1, 2)
+        if bias is not None:
+            np.add(zt, bias, out=out[n0:n1])
+        else:
+            np.copyto(out[n0:n1], zt)
+
+    parallel.run_chunks(work, plan, threads, _QUIET)
+
+
+def _backward_bi(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, threads):
+    """Backward with the images innermost, one pass over chunks of whole images: dZ is laid out
+    ``(O, H_o*W_o*n)`` once per chunk and serves ``dW^T += cols @ dZ^T``, db and -- for col2im --
+    ``dcols = W^T @ dZ``, whose tap slices (runs of ``W_o*n`` values) are added onto a
+    ``(C, H, W, n)`` accumulator.  None if an image is over budget."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    kernel = (kh, kw)
+    ho, wo = dz.shape[2:]
+    p = ho * wo
+    dt = dz.dtype
+    need_dx, need_dw, need_db = need
+    ckk = c * kh * kw
+    by_col2im = need_dx and algorithm == "col2im"
+    geo = _bi_geometry((h, wd), kernel, stride, padding, dilation, (ho, wo))
+    per_image = o * p + (geo[0][0] * geo[1][0] * c + ckk * p) * need_dw + (ckk * p + c * h * wd) * by_col2im
+    plan = _whole_image_plan(n, per_image * dt.itemsize, threads) if (need_dw or need_db or by_col2im) else []
+    if plan is None:
+        return None
+    dx = dw = db = None
+    if by_col2im:
+        dx = np.empty(x_shape, dtype=dt)
+        w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        nb = n1 - n0
+        dzb = workspace.buffer("dzb", (o, ho, wo, nb), dt)
+        np.copyto(dzb, dz[n0:n1].transpose(1, 2, 3, 0))
+        dz2 = dzb.reshape(o, p * nb)
+        part_w = part_b = None
+        if need_dw:
+            cols = _bi_cols(_bi_fill(x, n0, n1, padding, geo, dt), kernel, stride, dilation, (ho, wo), dt)
+            part_w = cols @ dz2.T  # (C*K*K, O): this chunk's share of dW^T
+        if need_db:
+            part_b = dz2.sum(axis=1)
+        if by_col2im:
+            dcols = workspace.buffer("dcols", (c, kh, kw, ho, wo, nb), dt)
+            np.matmul(w2t, dz2, out=dcols.reshape(ckk, p * nb))
+            acc = workspace.buffer("dxacc", (c, h, wd, nb), dt)
+            acc[...] = 0
+            col2im_batch_inner_add(dcols, acc, kernel, stride, padding, dilation)
+            np.copyto(dx[n0:n1], acc.transpose(3, 0, 1, 2))
+        return part_w, part_b
+
+    if plan:
+        parts = parallel.run_chunks(work, plan, threads, _QUIET)
+        if need_dw:
+            dw = np.ascontiguousarray(_sum_parts(parts, 0).T).reshape(w.shape)
+        if need_db:
+            db = _sum_parts(parts, 1)
+    if need_dx and not by_col2im:
+        dx = _dx_flipped(dz, w, x_shape, stride, padding, dilation)
+    return dx, dw, db
+
+
 # ---- 1x1 convolutions without padding: a GEMM per image, no columns
 
 
@@ -799,6 +946,12 @@ def conv2d_forward_chunked(x, w, b, stride, padding, dilation, out_hw=None, layo
     # z_chunk (O, n*P) = W (O, C*K*K) @ cols_chunk (C*K*K, n*P), columns ordered (c, i, j)
     w2 = np.ascontiguousarray(w.reshape(o, ckk))
     bias = None if b is None else b.reshape(o, 1, 1)
+    if layout == "batch_inner":
+        geo = _bi_geometry((h, wd), kernel, stride, padding, dilation, (ho, wo))
+        plan = _whole_image_plan(n, _bi_image_elems(c, o, kernel, geo, (ho, wo)) * item, threads)
+        if plan is not None:
+            _bi_forward(x, w2, bias, out, kernel, stride, padding, dilation, geo, plan, threads, dt)
+            return out
     if layout == "padded_grid" and _flat_ok(stride, padding):
         geom = _flat_geometry((h, wd), kernel, padding, dilation, (ho, wo))
         span = ho * geom[1]  # grid columns per image (see _flat_cols)
@@ -875,6 +1028,10 @@ def _conv_backward_chunked(dz, x, w, x_shape, stride, padding, dilation, need, a
         grads = _backward_cl(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, threads)
         if grads is not None:
             return grads
+    if layout == "batch_inner":
+        grads = _backward_bi(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, threads)
+        if grads is not None:
+            return grads
     if layout == "padded_grid" and _flat_ok(stride, padding):
         grads = _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, threads)
         if grads is not None:
@@ -895,14 +1052,9 @@ def _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
     by_col2im = need_dx and algorithm == "col2im"
     dx = dw = db = None
     if need_dw or need_db or by_col2im:
-        # short output rows (LeNet's 10x10 maps): scatter dX with the images innermost
-        batch_inner = by_col2im and all(s == 1 for s in stride) and wo <= _BATCH_INNER_MAX_WO
         row_bytes = (o + ckk * need_dw + ckk * by_col2im) * wo * dt.itemsize
-        if batch_inner:
-            row_bytes += (o * wo + -(-c * h * wd // ho)) * dt.itemsize
         chunks = workspace.plan_chunks(n, ho, row_bytes, threads)
         whole_images = all(r0 == 0 and r1 == ho for _, _, r0, r1 in chunks)
-        batch_inner = batch_inner and whole_images
         if by_col2im:
             dx = np.empty(x_shape, dtype=dt) if whole_images else np.zeros(x_shape, dtype=dt)
             w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
@@ -911,28 +1063,16 @@ def _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
             n0, n1, r0, r1 = ch
             nb, rows = n1 - n0, r1 - r0
             part_w = part_b = None
-            if need_dw or need_db or (by_col2im and not batch_inner):
-                dzt = workspace.buffer("dzt", (o, nb, rows, wo), dt)
-                np.copyto(dzt, dz[n0:n1, :, r0:r1].transpose(1, 0, 2, 3))
-                dz2 = dzt.reshape(o, nb * rows * wo)
+            dzt = workspace.buffer("dzt", (o, nb, rows, wo), dt)
+            np.copyto(dzt, dz[n0:n1, :, r0:r1].transpose(1, 0, 2, 3))
+            dz2 = dzt.reshape(o, nb * rows * wo)
             if need_dw:
                 cols = im2col_chunk(x, workspace.buffer("cols", (c, kh, kw, nb, rows, wo), dt),
                                     kernel, stride, padding, dilation, ch)
                 part_w = cols @ dz2.T  # (C*K*K, O): this chunk's share of dW^T
             if need_db:
                 part_b = dz2.sum(axis=1)
-            if batch_inner:
-                # the same dcols = W^T @ dZ with the columns ordered (p, q, n), scattered into a
-                # (C, H, W, n) accumulator, then one transposing copy into dx
-                dzb = workspace.buffer("dzb", (o, ho, wo, nb), dt)
-                np.copyto(dzb, dz[n0:n1].transpose(1, 2, 3, 0))
-                dcols = workspace.buffer("dcols", (c, kh, kw, ho, wo, nb), dt)
-                np.matmul(w2t, dzb.reshape(o, ho * wo * nb), out=dcols.reshape(ckk, ho * wo * nb))
-                acc = workspace.buffer("dxacc", (c, h, wd, nb), dt)
-                acc[...] = 0
-                col2im_batch_inner_add(dcols, acc, kernel, stride, padding, dilation)
-                np.copyto(dx[n0:n1], acc.transpose(3, 0, 1, 2))
-            elif by_col2im:
+            if by_col2im:
                 dcols = workspace.buffer("dcols", (c, kh, kw, nb, rows, wo), dt)
                 np.matmul(w2t, dz2, out=dcols.reshape(ckk, nb * rows * wo))
                 if whole_images:
