@@ -168,6 +168,16 @@ def _ordered_sum(parts):
     return total
 
 
+def _row(v: np.ndarray, length: int, dtype) -> np.ndarray:
+    """A per-channel vector ``v (C,)`` spread over a ``(1, C, L)`` C-contiguous array.
+
+    NumPy's loops run an array against a ``(1, C, 1)`` broadcast with the stride-0 operand in
+    the innermost loop, a path 1.4-1.8x slower here than two contiguous operands; against this
+    row (``C*L`` values, small enough to stay in the cache) only the batch axis is broadcast,
+    outside the inner loop.  Same values, bit for bit."""
+    return np.repeat(np.asarray(v, dtype=dtype).reshape(1, -1, 1), length, axis=2)
+
+
 def _batch_stats(x3: np.ndarray, count: int):
     """Per-channel mean and biased variance of ``x3 (N, C, L)`` over its ``count`` = N*L values,
     in one chunked pass: each chunk's mean and sum of squared deviations from it (two passes over
@@ -180,7 +190,7 @@ def _batch_stats(x3: np.ndarray, count: int):
         xs = x3[sl]
         n_k = xs.shape[0] * per
         mean_k = np.einsum("ncl->c", xs) / xs.dtype.type(n_k)
-        d = np.subtract(xs, mean_k.reshape(1, -1, 1), out=workspace.buffer("bn_tmp", xs.shape, xs.dtype))
+        d = np.subtract(xs, _row(mean_k, per, xs.dtype), out=workspace.buffer("bn_tmp", xs.shape, xs.dtype))
         return n_k, mean_k.astype(np.float64), np.einsum("ncl,ncl->c", d, d).astype(np.float64)
 
     parts = _run(stats, chunks)
@@ -198,7 +208,7 @@ def _affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     x3 = _ncl(x)
     y = np.empty(x.shape, dtype=x.dtype)
     y3 = y.reshape(x3.shape)
-    sc, sh = scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)
+    sc, sh = _row(scale, x3.shape[2], x.dtype), _row(shift, x3.shape[2], x.dtype)
 
     def work(sl):
         out = y3[sl]
@@ -315,7 +325,7 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache, need=(True, True,
         return _backward_from_xhat(dy, cache, need, k, want_dw, want_db)
     x3, dy3 = _ncl(cache.saved), _ncl(np.ascontiguousarray(dy))
     chunks = _chunks(dy3)
-    m3 = cache.mean.reshape(1, -1, 1)
+    m3 = _row(cache.mean, x3.shape[2], x3.dtype)
     train_dx = cache.training and need[0]
     sums_needed = want_dw or want_db or train_dx
     sum_dy = sum_dy_xhat = None
@@ -330,11 +340,12 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache, need=(True, True,
     if need[0]:
         dx = np.empty(dy.shape, dtype=dy.dtype)
         dx3 = dx.reshape(dy3.shape)
-        kk = k.astype(dy.dtype, copy=False).reshape(1, -1, 1)
+        length = dy3.shape[2]
+        kk = _row(k, length, dy.dtype)
         if cache.training:
             M = cache.count
-            a = (k * cache.inv_std * (sum_dy_xhat / M)).astype(dy.dtype, copy=False).reshape(1, -1, 1)
-            c = (k * (sum_dy / M)).astype(dy.dtype, copy=False).reshape(1, -1, 1)
+            a = _row(k * cache.inv_std * (sum_dy_xhat / M), length, dy.dtype)
+            c = _row(k * (sum_dy / M), length, dy.dtype)
 
             def work(sl):
                 t = np.subtract(x3[sl], m3, out=workspace.buffer("bn_tmp", x3[sl].shape, x3.dtype))
