@@ -356,14 +356,14 @@ def relu_backward(dy, cache):
 def _relu_grad_into(out, dy, y):
     """``out = dy where not (y <= 0) else +0``, bit-exact (an infinite dy where y <= 0 gives 0,
     not the NaN of ``dy * mask``), built in ``out`` itself: a reused mask buffer and integer
-    passes, no temporary of the array's size (fresh memory costs a page fault per 4 KiB)."""
+    passes, no temporary of the array's size (fresh memory costs a page fault per 4 KiB).
+    Three passes: ``le = y <= 0`` (bytes), ``m = le - 1`` (0 where y <= 0, all ones elsewhere,
+    NaN included, as in PyTorch), ``out = dy & m``."""
     it = _INT_OF_SIZE[dy.dtype.itemsize]
-    keep = workspace.buffer("relu_keep", y.shape, bool)
-    np.less_equal(y, 0, out=keep)
-    np.logical_not(keep, out=keep)  # not (y <= 0): a NaN passes its gradient, as in PyTorch
+    le = workspace.buffer("relu_keep", y.shape, bool)
+    np.less_equal(y, 0, out=le)
     m = out.view(it)
-    np.copyto(m, keep)  # 0 / 1
-    np.negative(m, out=m)  # 0 / all ones
+    np.subtract(le.view(np.int8), 1, out=m)
     np.bitwise_and(m, dy.view(it), out=m)
 
 
