@@ -456,6 +456,19 @@ def _sum_parts(parts, k):
     return total
 
 
+def _weight_bias_parts(work, plan, threads, w_shape, need_dw, need_db):
+    """Run a backward chunk loop whose chunks return ``(dW^T part, db part)``; return
+    ``(dw, db)`` summed in chunk order (None where not needed; both None for an empty plan)."""
+    dw = db = None
+    if plan:
+        parts = parallel.run_chunks(work, plan, threads, _QUIET)
+        if need_dw:
+            dw = np.ascontiguousarray(_sum_parts(parts, 0).T).reshape(w_shape)
+        if need_db:
+            db = _sum_parts(parts, 1)
+    return dw, db
+
+
 def _whole_image_plan(n, per_image, threads):
     """Chunks of whole images for the channels-last kernels, or None if one image is over budget."""
     if per_image * threads > workspace.get_memory_budget():
@@ -633,7 +646,7 @@ def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, thread
     if plan is None:
         return None
     lo_h, lo_w = padding[0][0], padding[1][0]
-    dx = dw = db = None
+    dx = None
     if by_col2im:
         dx = np.empty(x_shape, dtype=dt)
         w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
@@ -663,12 +676,7 @@ def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, thread
             np.copyto(dx[n0:n1], grid4[:, :, lo_h:lo_h + h, lo_w:lo_w + wd].transpose(1, 0, 2, 3))
         return part_w, part_b
 
-    if plan:
-        parts = parallel.run_chunks(work, plan, threads, _QUIET)
-        if need_dw:
-            dw = np.ascontiguousarray(_sum_parts(parts, 0).T).reshape(w.shape)
-        if need_db:
-            db = _sum_parts(parts, 1)
+    dw, db = _weight_bias_parts(work, plan, threads, w.shape, need_dw, need_db)
     if need_dx and not by_col2im:
         dx = _dx_flipped(dz, w, x_shape, (1, 1), padding, dilation)
     return dx, dw, db
@@ -770,7 +778,7 @@ def _backward_bi(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
     plan = _whole_image_plan(n, per_image * dt.itemsize, threads) if (need_dw or need_db or by_col2im) else []
     if plan is None:
         return None
-    dx = dw = db = None
+    dx = None
     if by_col2im:
         dx = np.empty(x_shape, dtype=dt)
         w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
@@ -796,12 +804,7 @@ def _backward_bi(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
             np.copyto(dx[n0:n1], acc.transpose(3, 0, 1, 2))
         return part_w, part_b
 
-    if plan:
-        parts = parallel.run_chunks(work, plan, threads, _QUIET)
-        if need_dw:
-            dw = np.ascontiguousarray(_sum_parts(parts, 0).T).reshape(w.shape)
-        if need_db:
-            db = _sum_parts(parts, 1)
+    dw, db = _weight_bias_parts(work, plan, threads, w.shape, need_dw, need_db)
     if need_dx and not by_col2im:
         dx = _dx_flipped(dz, w, x_shape, stride, padding, dilation)
     return dx, dw, db
