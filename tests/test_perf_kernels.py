@@ -467,3 +467,58 @@ def test_run_chunks_carries_the_callers_error_state():
         assert all(s["over"] == "ignore" and s["divide"] == "ignore" for s in quiet)
     finally:
         parallel.set_num_threads(saved)
+
+
+# ------------------------------------------------------------------ recycled outputs
+def test_output_pool_reuses_only_unreferenced_memory(monkeypatch):
+    monkeypatch.setitem(workspace._out, "cap", 8 << 20)
+    monkeypatch.setitem(workspace._out, "blocks", [])
+    shape = (4, 16, 64, 64)  # 1 MiB of float32: pooled
+    a = workspace.output(shape, np.float32)
+    assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+    a[...] = 1.0
+    b = workspace.output(shape, np.float32)  # a is alive: fresh memory
+    assert not np.shares_memory(a, b)
+    view = a[1:, ::2]
+    del a
+    c = workspace.output(shape, np.float32)  # a's view keeps a's memory taken
+    assert not np.shares_memory(view, c) and not np.shares_memory(b, c)
+    assert np.all(view == 1.0)  # untouched
+    base = view.base
+    del view, base
+    d = workspace.output((2, 16, 64, 64), np.float64)  # a's bytes again, as another dtype
+    assert d.dtype == np.float64 and d.shape == (2, 16, 64, 64) and len(workspace._out["blocks"]) == 3
+    # a tensor wrapping an output keeps it alive too
+    t = Tensor._wrap(workspace.output((2, 1 << 17), np.float32))
+    t.data[...] = 3.0
+    for _ in range(4):
+        assert not np.shares_memory(workspace.output((2, 1 << 17), np.float32), t.data)
+    assert np.all(t.data == 3.0)
+
+
+def test_output_pool_limits(monkeypatch):
+    monkeypatch.setitem(workspace._out, "blocks", [])
+    monkeypatch.setitem(workspace._out, "cap", 2 << 20)
+    small = workspace.output((10,), np.float32)  # under 256 KiB: plain np.empty
+    big = workspace.output((2, 1 << 20), np.float32)  # 8 MiB: plain (NumPy's huge pages)
+    assert small.base is None and big.base is None and workspace._out["blocks"] == []
+    keep = [workspace.output((1 << 18,), np.float32) for _ in range(3)]  # 1 MiB each, cap 2 MiB
+    assert len(workspace._out["blocks"]) == 2 and keep[2].base is None  # over the cap: plain
+    del keep[:2]
+    other = workspace.output((1 << 17,), np.float32)  # 512 KiB: evicts a free 1 MiB block
+    assert sum(b.nbytes for b in workspace._out["blocks"]) <= 2 << 20 and other.base is not None
+    workspace.clear()
+    assert workspace._out["blocks"] == []
+    monkeypatch.setitem(workspace._out, "cap", 0)
+    assert workspace.output((1 << 18,), np.float32).base is None
+
+
+def test_output_pool_env(monkeypatch):
+    monkeypatch.setenv("STRIATE_OUTPUT_POOL_MB", "0")
+    assert workspace._pool_cap() == 0
+    monkeypatch.setenv("STRIATE_OUTPUT_POOL_MB", "-1")
+    with pytest.raises(ValueError, match="STRIATE_OUTPUT_POOL_MB"):
+        workspace._pool_cap()
+    monkeypatch.setenv("STRIATE_OUTPUT_POOL_MB", "lots")
+    with pytest.raises(ValueError, match="STRIATE_OUTPUT_POOL_MB"):
+        workspace._pool_cap()

@@ -317,7 +317,7 @@ def relu_forward(x):
     over the cores (:func:`striate.kernels.parallel.map_blocks`)."""
     x = _check_input(x, "relu")
     if x.flags.c_contiguous and _on_host(x):
-        y = np.empty_like(x)
+        y = workspace.output(x.shape, x.dtype)
         parallel.map_blocks(_relu_into, y, x)
         return y, y
     y = np.maximum(x, 0)
@@ -347,7 +347,7 @@ def relu_backward(dy, cache):
     """dx = dy where y > 0, else 0 (PyTorch's convention: zero gradient at x = 0)."""
     y = cache
     if dy.shape == y.shape and dy.flags.c_contiguous and y.flags.c_contiguous and _on_host(dy, y):
-        dx = np.empty_like(dy)
+        dx = workspace.output(dy.shape, dy.dtype)
         parallel.map_blocks(_relu_grad_into, dx, dy, y)
         return dx
     return _relu_grad(dy, y)

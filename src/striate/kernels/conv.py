@@ -648,7 +648,7 @@ def _backward_flat(dz, x, w, x_shape, padding, dilation, need, algorithm, thread
     lo_h, lo_w = padding[0][0], padding[1][0]
     dx = None
     if by_col2im:
-        dx = np.empty(x_shape, dtype=dt)
+        dx = workspace.output(x_shape, dt)
         w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
 
 
@@ -780,7 +780,7 @@ def _backward_bi(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
         return None
     dx = None
     if by_col2im:
-        dx = np.empty(x_shape, dtype=dt)
+        dx = workspace.output(x_shape, dt)
         w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
 
     def work(ch):
@@ -859,7 +859,7 @@ def _pointwise_backward(dz, x, w, x_shape, stride, need, threads):
     dz3 = np.ascontiguousarray(dz).reshape(n, o, p)
     dx = None
     if need_dx:
-        dx = np.zeros(x_shape, dtype=dt) if strided else np.empty(x_shape, dtype=dt)
+        dx = np.zeros(x_shape, dtype=dt) if strided else workspace.output(x_shape, dt)
         dx3 = None if strided else dx.reshape(n, c, p)
     xs = _subsample(x, stride, (ho, wo)) if need_dw else None
 
@@ -909,7 +909,7 @@ def conv2d_forward_chunked(x, w, b, stride, padding, dilation, out_hw=None, layo
     kernel = (kh, kw)
     ho, wo = out_hw if out_hw is not None else _out_hw((h, wd), kernel, stride, padding, dilation)
     dt = np.result_type(x.dtype, w.dtype)
-    out = np.empty((n, o, ho, wo), dtype=dt)
+    out = workspace.output((n, o, ho, wo), dt)
     if n == 0:
         return out
     item = dt.itemsize
@@ -1059,7 +1059,7 @@ def _backward_cf(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
         chunks = workspace.plan_chunks(n, ho, row_bytes, threads)
         whole_images = all(r0 == 0 and r1 == ho for _, _, r0, r1 in chunks)
         if by_col2im:
-            dx = np.empty(x_shape, dtype=dt) if whole_images else np.zeros(x_shape, dtype=dt)
+            dx = workspace.output(x_shape, dt) if whole_images else np.zeros(x_shape, dtype=dt)
             w2t = np.ascontiguousarray(w.reshape(o, ckk).T)
 
         def work(ch):
@@ -1136,7 +1136,7 @@ def _backward_cl(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
     strided_dx = pointwise and (any(s > 1 for s in stride) or (h, wd) != (ho, wo))
     dx = None
     if need_dx:
-        dx = np.zeros(x_shape, dtype=dt) if strided_dx else np.empty(x_shape, dtype=dt)
+        dx = np.zeros(x_shape, dtype=dt) if strided_dx else workspace.output(x_shape, dt)
 
     def work(ch):
         n0, n1 = ch[:2]

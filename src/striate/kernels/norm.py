@@ -206,7 +206,7 @@ def _batch_stats(x3: np.ndarray, count: int):
 def _affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """``y = x * scale + shift`` per channel, chunk by chunk: one pass over x, one over y."""
     x3 = _ncl(x)
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = workspace.output(x.shape, x.dtype)
     y3 = y.reshape(x3.shape)
     sc, sh = _row(scale, x3.shape[2], x.dtype), _row(shift, x3.shape[2], x.dtype)
 
@@ -338,7 +338,7 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache, need=(True, True,
         sum_dy = _ordered_sum([p[0] for p in parts])
         sum_dy_xhat = _ordered_sum([p[1] for p in parts]) * cache.inv_std
     if need[0]:
-        dx = np.empty(dy.shape, dtype=dy.dtype)
+        dx = workspace.output(dy.shape, dy.dtype)
         dx3 = dx.reshape(dy3.shape)
         length = dy3.shape[2]
         kk = _row(k, length, dy.dtype)

@@ -357,7 +357,7 @@ def max_pool_forward(
     ph = _Phases(g, x.dtype, -np.inf)
     parts = ph.split(x)
     count = len(ph.offsets)
-    y = np.empty(g.out_shape, dtype=x.dtype)
+    y = workspace.output(g.out_shape, x.dtype)
     if y.size == 0:
         return y, (g, ph, None if not need_argmax else np.zeros(y.shape, _offset_dtype(count)))
     chunks = row_chunks(y.shape[0], y[:1].nbytes, 4 << 20)  # the mask and arg passes are 1 byte wide
@@ -495,7 +495,7 @@ def _max_pool_tiled_forward(x, g, need_argmax):
     ``y = max_k x_k`` and ``arg = k`` wherever tap ``k`` beats the running maximum (strictly, so
     the first maximum wins, PyTorch's tie rule).  Returns None when the output holds a NaN: the
     general path reproduces PyTorch's NaN routing, which this one skips to save a pass."""
-    y = np.empty(g.out_shape, dtype=x.dtype)
+    y = workspace.output(g.out_shape, x.dtype)
     arg = np.zeros(y.shape, dtype=_offset_dtype(math.prod(g.kernel))) if need_argmax else None
     xv = _tile_view(x, g)
     taps = _tile_taps(g)
@@ -532,7 +532,7 @@ def _max_pool_tiled_backward(dy, g, arg):
     """``dx_k = (arg == k) * dy`` written straight into the tap views of dx (zeros on the rows
     and columns no window reached)."""
     covered = all(o * k == n for o, k, n in zip(g.out, g.kernel, g.size))
-    dx = np.empty(g.shape, dtype=dy.dtype) if covered else np.zeros(g.shape, dtype=dy.dtype)
+    dx = workspace.output(g.shape, dy.dtype) if covered else np.zeros(g.shape, dtype=dy.dtype)
     dxv = _tile_view(dx, g, writeable=True)
     taps = _tile_taps(g)
 
@@ -600,7 +600,7 @@ def max_pool_backward(dy: np.ndarray, cache) -> np.ndarray:
         parts = {key: np.empty(g.lead + ph._parts(key)[0], dtype=dy.dtype) for key in ph.keys}
     else:
         parts = ph.zeros(g.lead)
-    dx = np.empty(g.shape, dtype=dy.dtype) if ph.covers else np.zeros(g.shape, dtype=dy.dtype)
+    dx = workspace.output(g.shape, dy.dtype) if ph.covers else np.zeros(g.shape, dtype=dy.dtype)
 
     def work(sl):
         args, dys = arg[sl], dy[sl]
