@@ -429,7 +429,7 @@ def readme_section(meta, table_md, command):
         "the input (2x2, stride 2) are read from strided views of the input with a uint8 argmax, and "
         "written back the same way.  The work buffers are "
         "capped by a memory budget whatever the batch size (`STRIATE_WORKSPACE_MB`, default 256 MiB), and "
-        "kernel outputs of 256 KiB to 4 MiB reuse the memory of earlier outputs nothing refers to any "
+        "kernel outputs from 256 KiB up to 4 MiB reuse the memory of earlier outputs nothing refers to any "
         "more, so that a step does not fault fresh pages in (`STRIATE_OUTPUT_POOL_MB`, default 32 MiB, 0 "
         "turns it off); "
         "`STRIATE_NUM_THREADS` sets the thread count (default: the BLAS library's, so "

@@ -500,7 +500,7 @@ def test_output_pool_limits(monkeypatch):
     monkeypatch.setitem(workspace._out, "blocks", [])
     monkeypatch.setitem(workspace._out, "cap", 2 << 20)
     small = workspace.output((10,), np.float32)  # under 256 KiB: plain np.empty
-    big = workspace.output((2, 1 << 20), np.float32)  # 8 MiB: plain (NumPy's huge pages)
+    big = workspace.output((1, 1 << 20), np.float32)  # 4 MiB: plain (NumPy's huge pages)
     assert small.base is None and big.base is None and workspace._out["blocks"] == []
     keep = [workspace.output((1 << 18,), np.float32) for _ in range(3)]  # 1 MiB each, cap 2 MiB
     assert len(workspace._out["blocks"]) == 2 and keep[2].base is None  # over the cap: plain

@@ -129,7 +129,8 @@ def buffer(name: str, shape, dtype) -> np.ndarray:
 # back to the system when it is freed, so every step faults its pages in again -- 4 KiB and
 # about 4 us each on this virtual machine, 1,700 faults (a fifth of the step) in LeNet-5's
 # ReLU and max-pool passes.  (From 4 MiB NumPy asks for huge pages, and the faults all but
-# vanish.)  :func:`output` keeps the memory of outputs between 256 KiB and 4 MiB and hands it
+# vanish; pooling 4 MiB outputs too made ResNet-20's step slower, measured.)  :func:`output`
+# keeps the memory of outputs from 256 KiB up to (not including) 4 MiB and hands it
 # out again once nothing refers to it any more: an output is a view of a pooled block, so the
 # block's reference count says whether any array -- the output or a view of it -- is alive.
 
@@ -161,14 +162,14 @@ del _probe
 
 def output(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)`` for a kernel output, reusing the memory of earlier outputs of
-    the same size that are no longer referenced (see above); sizes outside 256 KiB - 4 MiB,
+    the same size that are no longer referenced (see above); sizes outside [256 KiB, 4 MiB),
     or beyond the pool's cap (``STRIATE_OUTPUT_POOL_MB``, default 32 MiB, 0 turns it off),
     come from ``np.empty``.  The array is uninitialised, C-contiguous, and its own: nothing else
     writes to it while it (or a view of it) is alive."""
     dtype = np.dtype(dtype)
     shape = tuple(int(d) for d in shape)
     nbytes = math.prod(shape) * dtype.itemsize
-    if not _OUT_MIN <= nbytes <= _OUT_MAX or _out["cap"] <= 0:
+    if not _OUT_MIN <= nbytes < _OUT_MAX or _out["cap"] <= 0:
         return np.empty(shape, dtype)
     with _out_lock:
         blocks = _out["blocks"]
