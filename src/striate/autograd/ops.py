@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..kernels.shapes import normalize_dim
+from ..kernels import workspace
 from .function import Function
 from .tensor import Tensor, as_array
 
@@ -51,6 +52,9 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
+        if type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape and a.dtype == b.dtype:
+            # a residual sum of two activations: recycled output memory (see kernels/workspace.py)
+            return np.add(a, b, out=workspace.output(a.shape, a.dtype))
         return np.add(a, b)
 
     @staticmethod
