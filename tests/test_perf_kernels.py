@@ -456,6 +456,51 @@ def test_map_blocks_elementwise():
         parallel.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("shape", [((40, 30), (30, 20)), ((3, 4), (4, 500)), ((0, 5), (5, 3)), ((4, 0), (0, 3)),
+                                   ((6,), (6, 2)), ((2, 3, 4), (4, 5))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_matches_numpy_split_or_not(shape, dtype, monkeypatch):
+    """parallel.matmul equals np.matmul, cut into row or column blocks or not, any dtype."""
+    monkeypatch.setattr(parallel, "_SPLIT_MACS", 1)  # split whatever can be split
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal(shape[0]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    a0, b0 = a.copy(), b.copy()
+    saved = parallel.get_num_threads()
+    parallel.set_num_threads(2)
+    try:
+        seen = []
+        real = np.matmul
+        monkeypatch.setattr(np, "matmul", lambda *x, **k: (seen.append(x[0].shape), real(*x, **k))[1])
+        y = parallel.matmul(a, b)
+    finally:
+        parallel.set_num_threads(saved)
+    ref = real(a, b)
+    assert y.shape == ref.shape and y.dtype == ref.dtype
+    np.testing.assert_allclose(y, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(b, b0)
+    if a.ndim == b.ndim == 2 and a.shape[0] * b.shape[1] * a.shape[1] > 0:
+        assert len(seen) == 2  # one block per thread
+
+
+def test_matmul_holds_blas_at_one_thread(monkeypatch):
+    """Products never run on the BLAS library's own threads (their busy-waiting after each
+    shared product would take a core from the chunked kernels); the limit is restored after."""
+    info = parallel.blas_info()
+    if not info:
+        pytest.skip("threadpoolctl not installed")
+    before = [d["num_threads"] for d in info]
+    seen = []
+    real = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *x, **k: (seen.append([d["num_threads"] for d in parallel.blas_info()]),
+                                                       real(*x, **k))[1])
+    for shapes in [((3, 4), (4, 2)), ((300, 300), (300, 300)), ((2, 3, 4), (4, 5))]:
+        parallel.matmul(np.ones(shapes[0]), np.ones(shapes[1]))
+    assert len(seen) >= 3 and all(v == [1] * len(before) for v in seen)
+    assert [d["num_threads"] for d in parallel.blas_info()] == before
+
+
 def test_run_chunks_carries_the_callers_error_state():
     saved = parallel.get_num_threads()
     parallel.set_num_threads(2)

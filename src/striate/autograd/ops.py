@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..kernels.shapes import normalize_dim
-from ..kernels import workspace
+from ..kernels import parallel, workspace
 from .function import Function
 from .tensor import Tensor, as_array
 
@@ -133,7 +133,7 @@ class MatMul(Function):
         if a.ndim < 1 or b.ndim < 1 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
         ctx.save(a, b)
-        return np.matmul(a, b)
+        return parallel.matmul(a, b)
 
     @staticmethod
     def backward(ctx, dy):
@@ -147,9 +147,9 @@ class MatMul(Function):
             dy2 = np.expand_dims(dy2, -1)
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = unbroadcast(np.matmul(dy2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+            da = unbroadcast(parallel.matmul(dy2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
         if ctx.needs_input_grad[1]:
-            g = np.matmul(np.swapaxes(a2, -1, -2), dy2)
+            g = parallel.matmul(np.swapaxes(a2, -1, -2), dy2)
             db = unbroadcast(g, b2.shape).reshape(b.shape)
         return da, db
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .parallel import matmul
 from .shapes import ShapeError, check_float, check_same_dtype, fmt_shape
 
 __all__ = ["linear_forward", "linear_backward"]
+
+
+def _rows(a):
+    """``a (..., k)`` as a matrix ``(prod(...), k)`` (also when a dimension is 0)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
@@ -20,7 +28,7 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
         )
     if b is not None and b.shape != (w.shape[0],):
         raise ShapeError(f"linear: bias {fmt_shape(b.shape)} must be ({w.shape[0]},) for weight {fmt_shape(w.shape)}")
-    y = x @ w.T
+    y = matmul(_rows(x), w.T).reshape(x.shape[:-1] + w.shape[:1])
     if b is not None:
         y += b
     return y, (x, w, b is not None)
@@ -29,8 +37,8 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
 def linear_backward(dy: np.ndarray, cache, need=(True, True, True)):
     """dx = dy W; dW = sum over leading axes of dy^T x; db = sum of dy over leading axes."""
     x, w, has_bias = cache
-    dx = dy @ w if need[0] else None
-    dy2 = dy.reshape(-1, dy.shape[-1])
-    dw = dy2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
+    dy2 = _rows(dy)
+    dx = matmul(dy2, w).reshape(dy.shape[:-1] + w.shape[1:]) if need[0] else None
+    dw = matmul(dy2.T, _rows(x)) if need[1] else None
     db = dy2.sum(axis=0) if has_bias and need[2] else None
     return dx, dw, db

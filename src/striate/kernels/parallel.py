@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import numpy as np  # loads the BLAS library that threadpoolctl then finds
 
 __all__ = ["get_num_threads", "set_num_threads", "blas_info", "blas_threads", "run_chunks", "num_threads",
-           "map_blocks"]
+           "map_blocks", "matmul"]
 
 _lock = threading.Lock()
 _state = {"threads": None, "pool": None, "pool_size": 0, "blas": None}
@@ -236,3 +236,40 @@ def map_blocks(fn: Callable, out, *inputs, block_bytes: int = 2 << 20) -> None:
     blocks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
     run_chunks(lambda sl: fn(*(a[sl] for a in flat)), blocks)
 
+
+
+# products of at least this many multiply-adds are split over the pool's threads
+_SPLIT_MACS = 1 << 24
+
+
+def matmul(a, b):
+    """``np.matmul(a, b)`` that never wakes the BLAS library's own threads.
+
+    OpenBLAS's worker threads busy-wait for about a tenth of a second after every product they
+    share (``THREAD_TIMEOUT``, 2^28 cycles).  On a machine with as many cores as threads that
+    spinning worker takes a core away from the chunked kernels: in a LeNet-5 training step the
+    two small products of each linear layer kept it spinning for the whole step (24 ms of CPU
+    time in a 25 ms step, measured from ``/proc``), and the convolutions' chunks ran late.  So
+    every product runs on one BLAS thread; a 2-D product of at least ``_SPLIT_MACS``
+    multiply-adds is cut into row blocks (column blocks for a short, wide one) spread over
+    :func:`run_chunks`, as OpenBLAS would split it itself.  Other arrays (CuPy) pass straight to
+    ``a @ b``.
+    """
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return a @ b
+    threads = get_num_threads()
+    if a.ndim != 2 or b.ndim != 2 or in_worker():
+        with _blas_single():
+            return np.matmul(a, b)
+    (m, k), n = a.shape, b.shape[1]
+    if threads <= 1 or m * n * k < _SPLIT_MACS or k != b.shape[0]:
+        with _blas_single():
+            return np.matmul(a, b)
+    out = np.empty((m, n), np.result_type(a.dtype, b.dtype))
+    if m >= n:
+        cuts = [m * i // threads for i in range(threads + 1)]
+        run_chunks(lambda i: np.matmul(a[cuts[i]:cuts[i + 1]], b, out=out[cuts[i]:cuts[i + 1]]), range(threads))
+    else:
+        cuts = [n * i // threads for i in range(threads + 1)]
+        run_chunks(lambda i: np.matmul(a, b[:, cuts[i]:cuts[i + 1]], out=out[:, cuts[i]:cuts[i + 1]]), range(threads))
+    return out
