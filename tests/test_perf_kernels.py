@@ -242,6 +242,58 @@ def test_work_buffers_stay_within_the_budget(plan):
 
 
 # ------------------------------------------------------------------ index helpers
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(20, 4, 32, 32), (20, 2, 32, 32), (20, 3, 5, 7), (3, 4, 32, 32)])
+def test_to_images_inner_staged_or_plain(shape, dtype):
+    """The NCHW -> images-innermost copy, staged (image strides a multiple of 16 KiB, 16+ images)
+    or plain, from a cropped (non-contiguous) source into a padded grid's interior."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((shape[0], shape[1], shape[2] + 2, shape[3] + 1)).astype(dtype)
+    src = x[:, :, 1:-1, :-1] if shape[2] % 2 == 0 else x[:, :, 1:-1, 1:]
+    src = np.ascontiguousarray(src) if shape[1] == 4 else src  # 4x32x32: 16 KiB (f32) apart
+    grid = np.full((shape[1], shape[2] + 2, shape[3] + 2, shape[0]), 7.0, dtype)
+    x0 = x.copy()
+    K._to_images_inner(grid[:, 1:-1, 1:-1], src, np.dtype(dtype))
+    np.testing.assert_array_equal(grid[:, 1:-1, 1:-1], src.transpose(1, 2, 3, 0))
+    interior = np.zeros(grid.shape, bool)
+    interior[:, 1:-1, 1:-1] = True
+    assert (grid[~interior] == 7.0).all()  # nothing outside the destination written
+    np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_images_inner_layout_on_big_batches(dtype, monkeypatch):
+    """Chunks large enough for the staged copies (images 16 KiB apart) and for the bias added in
+    source order (16+ images, an image stride no multiple of 4 KiB) match the reference."""
+    rng = np.random.default_rng(13)
+    c = 16384 // (32 * 32 * np.dtype(dtype).itemsize)
+    names = []
+    real = workspace.buffer
+    monkeypatch.setattr(workspace, "buffer", lambda name, *a: (names.append(name), real(name, *a))[1])
+    saved = parallel.get_num_threads()
+    parallel.set_num_threads(1)  # whole batches in one chunk
+    try:
+        for xs, ws, pad in [((40, 1, 12, 12), (3, 1, 5, 5), 2), ((20, c, 32, 32), (c, c, 3, 3), 1)]:
+            x = rng.standard_normal(xs).astype(dtype)
+            w = rng.standard_normal(ws).astype(dtype)
+            b = rng.standard_normal(ws[0]).astype(dtype)
+            pairs = ((pad, pad), (pad, pad))
+            f64 = [a.astype(np.float64) for a in (x, w, b)]
+            y, cache = K.conv2d_forward(x, w, b, (1, 1), pairs, (1, 1), 1, layout="batch_inner")
+            tol = 1e-4 if dtype == np.float32 else 1e-11
+            assert y.dtype == dtype
+            np.testing.assert_allclose(y, R.conv2d(*f64, (1, 1), pairs, (1, 1)), rtol=tol, atol=tol)
+            dz = rng.standard_normal(y.shape).astype(dtype)
+            got = K.conv2d_backward(dz, cache, layout="batch_inner")
+            ref = R.conv2d_backward(dz.astype(np.float64), *f64, (1, 1), pairs, (1, 1))
+            for g, r in zip(got, ref):
+                assert g.dtype == dtype
+                np.testing.assert_allclose(g, r, rtol=tol * 10, atol=tol * 10)
+    finally:
+        parallel.set_num_threads(saved)
+    assert "staged" in names
+
+
 @pytest.mark.parametrize("offset,length,stride", [(-3, 7, 2), (2, 7, 2), (0, 5, 1), (-1, 4, 3), (6, 7, 1), (9, 7, 1)])
 def test_tap_range(offset, length, stride):
     lo, hi = tap_range(offset, length, stride, 0, 8)
