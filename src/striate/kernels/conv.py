@@ -717,8 +717,9 @@ def _bi_fill(x, n0, n1, padding, geo, dt, name="xbi"):
     return buf
 
 
-# _to_images_inner stages the images first when there are at least this many, a multiple of
-# _ALIAS_BYTES apart
+# _to_images_inner copies image by image up to _PER_IMAGE_MAX images, and stages the images
+# first when there are at least _STAGED_MIN, a multiple of _ALIAS_BYTES apart
+_PER_IMAGE_MAX = 6
 _STAGED_MIN = 16
 _ALIAS_BYTES = 16384
 
@@ -727,16 +728,24 @@ def _to_images_inner(dst, src, dt):
     """``dst[c, h, w, n] = src[n, c, h, w]``: a chunk of NCHW images (``src``, any strides)
     copied with the image index innermost.
 
-    NumPy copies in the destination's memory order, so the copy runs inner loops of ``n``
-    values read ``C*H*W`` apart.  When that distance is a multiple of 16 KiB (ResNet's 64x8x8
-    maps, 22 images per chunk) all the values of an inner loop fall in one L1 cache set and
-    evict each other; copying the images first to rows 64 bytes longer (a cheap contiguous
-    copy) took 99 instead of 252 us (AMD EPYC, float32, median of 100).  With fewer images (11
-    of 32x16x16, 32 KiB apart) the extra copy cost what it saved.  One copy per image (inner
-    loops along the image rows) was 2.7x faster for ResNet's 5-image chunks of 16x32x32 on one
-    thread but made the two-thread ResNet-20 step 6 % slower (A/B), so it is not used.
+    NumPy copies in the destination's memory order, so one ``copyto`` runs inner loops of ``n``
+    values read ``C*H*W`` apart.  Two cases make that slow (AMD EPYC, float32, medians):
+
+    * few images (ResNet-20's 16x32x32 layers take 5 per chunk, DenseNet's 32x32 ones 2): inner
+      loops of a handful of values.  One copy per image, whose inner loops run along the image
+      rows, took 75 instead of 200 us; interleaved A/B of whole training steps on two threads:
+      ResNet-20 583 -> 564 ms, DenseNet-BC-40 806 -> 750 ms.
+    * many images a multiple of 16 KiB apart (ResNet's 64x8x8 maps, 22 per chunk): all the
+      values of an inner loop fall in one L1 cache set and evict each other.  Copying the images
+      first to rows 64 bytes longer (a cheap contiguous copy) took 99 instead of 252 us.
+
+    In between (11 images of 32x16x16, 32 KiB apart) neither beat the plain copy.
     """
     nb = src.shape[0]
+    if 1 < nb <= _PER_IMAGE_MAX:
+        for i in range(nb):
+            np.copyto(dst[..., i], src[i])
+        return
     if nb >= _STAGED_MIN and src.strides[0] % _ALIAS_BYTES == 0:
         m = src[0].size
         rows = workspace.buffer("staged", (nb, m + 64 // dt.itemsize), dt)[:, :m].reshape(src.shape)
