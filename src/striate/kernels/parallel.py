@@ -254,6 +254,12 @@ def matmul(a, b):
     multiply-adds is cut into row blocks (column blocks for a short, wide one) spread over
     :func:`run_chunks`, as OpenBLAS would split it itself.  Other arrays (CuPy) pass straight to
     ``a @ b``.
+
+    Measured (AMD EPYC, 2 threads): LeNet-5 steps, blocks of each variant after the other's
+    worker had gone to sleep, 23.1 -> 21.6 ms and 21.8 -> 18.8 ms in two runs.  In isolation a
+    product alone is slower this way -- (128, 400) @ (400, 120) 0.12 -> 0.23 ms,
+    (4096, 256) @ (256, 64) 1.4 -> 2.0 ms; (128, 4096) @ (4096, 4096) is even -- the price of
+    not leaving a worker spinning behind it.
     """
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
         return a @ b
