@@ -237,7 +237,6 @@ def map_blocks(fn: Callable, out, *inputs, block_bytes: int = 2 << 20) -> None:
     run_chunks(lambda sl: fn(*(a[sl] for a in flat)), blocks)
 
 
-
 # products of at least this many multiply-adds are split over the pool's threads
 _SPLIT_MACS = 1 << 24
 
@@ -248,7 +247,7 @@ def matmul(a, b):
     OpenBLAS's worker threads busy-wait for about a tenth of a second after every product they
     share (``THREAD_TIMEOUT``, 2^28 cycles).  On a machine with as many cores as threads that
     spinning worker takes a core away from the chunked kernels: in a LeNet-5 training step the
-    two small products of each linear layer kept it spinning for the whole step (24 ms of CPU
+    small products of the linear layers kept it spinning for the whole step (24 ms of CPU
     time in a 25 ms step, measured from ``/proc``), and the convolutions' chunks ran late.  So
     every product runs on one BLAS thread; a 2-D product of at least ``_SPLIT_MACS``
     multiply-adds is cut into row blocks (column blocks for a short, wide one) spread over
@@ -264,13 +263,11 @@ def matmul(a, b):
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
         return a @ b
     threads = get_num_threads()
-    if a.ndim != 2 or b.ndim != 2 or in_worker():
+    if (a.ndim != 2 or b.ndim != 2 or threads <= 1 or in_worker() or a.shape[1] != b.shape[0]
+            or a.shape[0] * a.shape[1] * b.shape[1] < _SPLIT_MACS):
         with _blas_single():
             return np.matmul(a, b)
-    (m, k), n = a.shape, b.shape[1]
-    if threads <= 1 or m * n * k < _SPLIT_MACS or k != b.shape[0]:
-        with _blas_single():
-            return np.matmul(a, b)
+    m, n = a.shape[0], b.shape[1]
     out = np.empty((m, n), np.result_type(a.dtype, b.dtype))
     if m >= n:
         cuts = [m * i // threads for i in range(threads + 1)]
