@@ -567,9 +567,13 @@ def test_run_chunks_carries_the_callers_error_state():
 
 
 # ------------------------------------------------------------------ recycled outputs
+def _pooled():
+    return [b for blocks in workspace._out["blocks"].values() for b in blocks]
+
+
 def test_output_pool_reuses_only_unreferenced_memory(monkeypatch):
     monkeypatch.setitem(workspace._out, "cap", 8 << 20)
-    monkeypatch.setitem(workspace._out, "blocks", [])
+    monkeypatch.setitem(workspace._out, "blocks", {})
     shape = (4, 16, 64, 64)  # 1 MiB of float32: pooled
     a = workspace.output(shape, np.float32)
     assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
@@ -584,7 +588,7 @@ def test_output_pool_reuses_only_unreferenced_memory(monkeypatch):
     base = view.base
     del view, base
     d = workspace.output((2, 16, 64, 64), np.float64)  # a's bytes again, as another dtype
-    assert d.dtype == np.float64 and d.shape == (2, 16, 64, 64) and len(workspace._out["blocks"]) == 3
+    assert d.dtype == np.float64 and d.shape == (2, 16, 64, 64) and len(_pooled()) == 3
     # a tensor wrapping an output keeps it alive too
     t = Tensor._wrap(workspace.output((2, 1 << 17), np.float32))
     t.data[...] = 3.0
@@ -593,21 +597,58 @@ def test_output_pool_reuses_only_unreferenced_memory(monkeypatch):
     assert np.all(t.data == 3.0)
 
 
+def test_output_pool_steady_state_allocates_nothing(monkeypatch):
+    monkeypatch.setitem(workspace._out, "cap", 64 << 20)
+    monkeypatch.setitem(workspace._out, "blocks", {})
+    sizes = [(128, 16, 32, 32), (128, 32, 16, 16), (3, 5, 7, 5003), (128, 64, 8, 8)]  # 8, 4, 4.2, 2 MiB
+
+    def step():
+        kept = [workspace.output(s, np.float32) for s in sizes]  # "activations", alive together
+        for a in kept:
+            a[...] = 1
+        grads = [workspace.output(s, np.float32) for s in sizes]
+        return kept, grads
+
+    step()
+    blocks = [id(b) for b in _pooled()]
+    for _ in range(3):
+        kept, grads = step()
+        assert all(not np.shares_memory(a, g) for a in kept for g in grads)
+        del kept, grads
+    assert [id(b) for b in _pooled()] == blocks  # every output after the first step reused a block
+
+
 def test_output_pool_limits(monkeypatch):
-    monkeypatch.setitem(workspace._out, "blocks", [])
+    monkeypatch.setitem(workspace._out, "blocks", {})
     monkeypatch.setitem(workspace._out, "cap", 2 << 20)
     small = workspace.output((10,), np.float32)  # under 256 KiB: plain np.empty
-    big = workspace.output((1, 1 << 20), np.float32)  # 4 MiB: plain (NumPy's huge pages)
-    assert small.base is None and big.base is None and workspace._out["blocks"] == []
+    assert small.base is None and _pooled() == []
     keep = [workspace.output((1 << 18,), np.float32) for _ in range(3)]  # 1 MiB each, cap 2 MiB
-    assert len(workspace._out["blocks"]) == 2 and keep[2].base is None  # over the cap: plain
+    assert len(_pooled()) == 2 and keep[2].base is None  # over the cap: plain
     del keep[:2]
-    other = workspace.output((1 << 17,), np.float32)  # 512 KiB: evicts a free 1 MiB block
-    assert sum(b.nbytes for b in workspace._out["blocks"]) <= 2 << 20 and other.base is not None
+    # a free block up to twice the size serves a smaller output (its first bytes)
+    half = workspace.output((3 << 16,), np.float32)  # 768 KiB from a free 1 MiB block
+    assert half.base is not None and half.base.nbytes == 1 << 20 and workspace.pooled_bytes() == 2 << 20
+    other = workspace.output((1 << 16,), np.float32)  # 256 KiB: the other 1 MiB block is 4x too big
+    assert other.base is not None and other.base.nbytes == 1 << 18  # evicted it to fit under the cap
+    assert workspace.pooled_bytes() <= 2 << 20
     workspace.clear()
-    assert workspace._out["blocks"] == []
+    assert _pooled() == [] and workspace.pooled_bytes() == 0
     monkeypatch.setitem(workspace._out, "cap", 0)
     assert workspace.output((1 << 18,), np.float32).base is None
+
+
+def test_output_pool_keeps_little_free_memory(monkeypatch):
+    monkeypatch.setitem(workspace._out, "blocks", {})
+    monkeypatch.setitem(workspace._out, "cap", 64 << 20)
+    monkeypatch.setattr(workspace, "_KEEP_FREE", 2 << 20)
+    outs = [workspace.output((1 << 18,), np.float32) for _ in range(6)]  # 6 x 1 MiB, in use
+    assert workspace.pooled_bytes() == 6 << 20
+    del outs[:5]  # 5 MiB free
+    new = workspace.output((1 << 20,), np.float32)  # 4 MiB: fits no free block
+    # the free blocks beyond 2 MiB went back to the system before the new one was allocated
+    free = [b for b in _pooled() if not (np.shares_memory(b, outs[0]) or np.shares_memory(b, new))]
+    assert sum(b.nbytes for b in free) <= 2 << 20 and any(np.shares_memory(b, new) for b in _pooled())
 
 
 def test_output_pool_env(monkeypatch):

@@ -24,6 +24,10 @@ Buffers are per thread (``threading.local``): the pool threads of
 :mod:`striate.kernels.parallel` each fill their own, and a thread whose buffers would outgrow its
 share of the budget lets its other buffers go first, so what stays held between calls never
 exceeds the budget.  :func:`clear` frees them all.
+
+Kernel outputs -- arrays the caller keeps -- come from :func:`output`, a caching allocator:
+their memory is reused once nothing refers to them, so that a training step does not fault
+fresh pages in (see the notes above :func:`output`; ``STRIATE_OUTPUT_POOL_MB`` caps it).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import numpy as np
 
 __all__ = [
     "get_memory_budget", "set_memory_budget", "get_chunk_target", "set_chunk_target",
-    "buffer", "clear", "held_bytes", "plan_chunks", "row_chunks", "output",
+    "buffer", "clear", "held_bytes", "plan_chunks", "row_chunks", "output", "pooled_bytes",
 ]
 
 _MiB = 1 << 20
@@ -125,22 +129,38 @@ def buffer(name: str, shape, dtype) -> np.ndarray:
 # ---- recycled kernel outputs
 #
 # A kernel's output must be a fresh array (the caller keeps it), and a fresh array of a few MiB
-# is fresh memory: glibc hands sizes like these out from the top of its heap and gives the top
-# back to the system when it is freed, so every step faults its pages in again -- 4 KiB and
-# about 4 us each on this virtual machine, 1,700 faults (a fifth of the step) in LeNet-5's
-# ReLU and max-pool passes.  (From 4 MiB NumPy asks for huge pages, and the faults all but
-# vanish; pooling 4 MiB outputs too made ResNet-20's step slower, measured.)  :func:`output`
-# keeps the memory of outputs from 256 KiB up to (not including) 4 MiB and hands it
-# out again once nothing refers to it any more: an output is a view of a pooled block, so the
-# block's reference count says whether any array -- the output or a view of it -- is alive.
+# is fresh memory: glibc serves sizes like these by ``mmap`` or from the top of its heap, and
+# gives them back to the system when they are freed, so every step faults the pages of its
+# outputs in again, each one zeroed by the kernel first -- 4 KiB and a few microseconds at a
+# time on this virtual machine: 1,700 faults (a fifth of the step) in LeNet-5's ReLU and
+# max-pool passes, 5,600 a step in ResNet-20.  :func:`output` is a caching allocator for
+# kernel outputs of 256 KiB and more: it keeps their memory and hands it out again once
+# nothing refers to it any more.  An output is a view of a pooled block, so the block's
+# reference count says whether any array -- the output or a view of it -- is alive.  A
+# training step asks for the same sizes in the same order every time, so after the first step
+# every output finds a free block.  An output takes the smallest free block of at least its
+# size and at most ``_FIT`` (2) times it; before a new block is allocated, free blocks beyond
+# ``_KEEP_FREE`` (16 MiB) go back to the system -- without these two rules blocks of one size
+# could not serve another, and DenseNet-BC-40 (a new size at every layer) peaked at 718 MiB
+# instead of 494.
+#
+# Measured (AMD EPYC, two threads, separate processes alternated, six each, medians): pooling
+# every size from 256 KiB (cap 1 GiB), instead of 256 KiB to 4 MiB (cap 32 MiB), with the
+# autograd engine's gradient sums in pooled memory too, took ResNet-20's step from 625 to
+# 600 ms (an earlier run: 692 to 651 ms) and its page faults from 5,600 to 18 a step; the peak
+# RSS of one step (bench/run.py) went from 220 to 222 MiB for ResNet-20, 494 to 525 MiB for
+# DenseNet-BC-40.  (A 128 MiB cap had given mixed results: ResNet-20 keeps about 210 MiB of
+# outputs alive at its peak, so the pool kept dropping blocks.)
 
-_OUT_MIN, _OUT_MAX = 256 << 10, 4 << 20
+_OUT_MIN = 256 << 10
+_KEEP_FREE = 16 << 20
+_FIT = 2.0
 
 
 def _pool_cap() -> int:
     value = os.environ.get("STRIATE_OUTPUT_POOL_MB")
     if not value:
-        return 32 * _MiB
+        return 1024 * _MiB
     try:
         mib = float(value)
     except ValueError:
@@ -150,7 +170,8 @@ def _pool_cap() -> int:
     return int(mib * _MiB)
 
 
-_out = {"cap": _pool_cap(), "blocks": []}
+# "blocks": size in bytes -> the pooled blocks of that size (uint8 arrays), oldest first
+_out = {"cap": _pool_cap(), "blocks": {}}
 _out_lock = threading.Lock()
 # sys.getrefcount(blocks[i]) of a block nothing else refers to, measured rather than assumed
 # (interpreters differ in the temporary references they count); every live output is a view
@@ -162,34 +183,54 @@ del _probe
 
 def output(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)`` for a kernel output, reusing the memory of earlier outputs of
-    the same size that are no longer referenced (see above); sizes outside [256 KiB, 4 MiB),
-    or beyond the pool's cap (``STRIATE_OUTPUT_POOL_MB``, default 32 MiB, 0 turns it off),
-    come from ``np.empty``.  The array is uninitialised, C-contiguous, and its own: nothing else
-    writes to it while it (or a view of it) is alive."""
+    the same size that are no longer referenced (see above).  Sizes under 256 KiB, and those
+    that would take the pool over its cap (``STRIATE_OUTPUT_POOL_MB``, default 1024 MiB, 0
+    turns the pool off) once every free block is dropped, come from ``np.empty``.  The array is
+    uninitialised, C-contiguous, and its own: nothing else writes to it while it (or a view of
+    it) is alive.  :func:`clear` lets the pool's memory go."""
     dtype = np.dtype(dtype)
     shape = tuple(int(d) for d in shape)
     nbytes = math.prod(shape) * dtype.itemsize
-    if not _OUT_MIN <= nbytes < _OUT_MAX or _out["cap"] <= 0:
+    if nbytes < _OUT_MIN or _out["cap"] <= 0:
         return np.empty(shape, dtype)
     with _out_lock:
-        blocks = _out["blocks"]
-        for i in range(len(blocks)):
-            if blocks[i].nbytes == nbytes and sys.getrefcount(blocks[i]) == _FREE_REFS:
-                return blocks[i].view(dtype).reshape(shape)
-        held = sum(b.nbytes for b in blocks)
-        if held + nbytes > _out["cap"]:
-            # make room by dropping unreferenced blocks, oldest first
-            keep = []
-            for i in range(len(blocks)):
-                if held + nbytes > _out["cap"] and sys.getrefcount(blocks[i]) == _FREE_REFS:
-                    held -= blocks[i].nbytes
+        pool = _out["blocks"]
+        # the smallest free block of at least nbytes and at most _FIT times that
+        for size in sorted(sz for sz in pool if nbytes <= sz <= nbytes * _FIT):
+            same = pool[size]
+            for i in range(len(same)):
+                if sys.getrefcount(same[i]) == _FREE_REFS:
+                    return same[i][:nbytes].view(dtype).reshape(shape)
+        held = pooled_bytes()
+        free = sum(size for size, blocks in pool.items() for i in range(len(blocks))
+                   if sys.getrefcount(blocks[i]) == _FREE_REFS)
+        if held + nbytes > _out["cap"] or free > _KEEP_FREE:
+            # drop unreferenced blocks, oldest size first, until the new block fits under the
+            # cap and at most _KEEP_FREE bytes stay free
+            for size in list(pool):
+                blocks = pool[size]
+                keep = []
+                for i in range(len(blocks)):
+                    if ((held + nbytes > _out["cap"] or free > _KEEP_FREE)
+                            and sys.getrefcount(blocks[i]) == _FREE_REFS):
+                        held -= size
+                        free -= size
+                    else:
+                        keep.append(blocks[i])
+                if keep:
+                    blocks[:] = keep
                 else:
-                    keep.append(blocks[i])
-            blocks[:] = keep
+                    del pool[size]
             if held + nbytes > _out["cap"]:
                 return np.empty(shape, dtype)
-        blocks.append(np.empty(nbytes, dtype=np.uint8))
-        return blocks[-1].view(dtype).reshape(shape)
+        block = np.empty(nbytes, dtype=np.uint8)
+        pool.setdefault(nbytes, []).append(block)
+        return block.view(dtype).reshape(shape)
+
+
+def pooled_bytes() -> int:
+    """Bytes held by the pool of recycled kernel outputs (free or in use)."""
+    return sum(size * len(blocks) for size, blocks in _out["blocks"].items())
 
 
 def _threads() -> int:
