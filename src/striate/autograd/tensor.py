@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from ..kernels import workspace
 from .function import is_grad_enabled, run_backward
 
 __all__ = ["Tensor", "tensor", "as_array"]
@@ -225,8 +226,20 @@ class Tensor:
 
     # ----------------------------------------------------------------- autograd
     def _accumulate(self, g: np.ndarray) -> None:
+        # the copy (and the running sum) of a NumPy gradient goes into recycled memory
+        # (kernels.workspace.output): an input's gradient is as big as the input, and fresh
+        # memory faults its pages in
+        host = type(g) is np.ndarray
         if self.grad is None:
-            self.grad = Tensor._wrap(backend.get_array_module(g).array(g, dtype=self.dtype, copy=True))
+            if host:
+                grad = workspace.output(g.shape, self.dtype)
+                np.copyto(grad, g, casting="unsafe")
+            else:
+                grad = backend.get_array_module(g).array(g, dtype=self.dtype, copy=True)
+            self.grad = Tensor._wrap(grad)
+        elif host and type(self.grad.data) is np.ndarray and self.grad.data.shape == g.shape:
+            total = workspace.output(g.shape, np.result_type(self.grad.data, g))
+            self.grad.data = np.add(self.grad.data, g, out=total)
         else:
             self.grad.data = self.grad.data + g
 
