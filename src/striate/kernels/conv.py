@@ -729,7 +729,7 @@ def _bi_fill(x, n0, n1, padding, geo, dt, name="xbi"):
 # _to_images_inner copies image by image up to _PER_IMAGE_MAX images, and stages the images
 # first when there are at least _STAGED_MIN, a multiple of _ALIAS_BYTES apart
 _PER_IMAGE_MAX = 6
-_STAGED_MIN = 8
+_STAGED_MIN = 16
 _ALIAS_BYTES = 16384
 
 
@@ -747,11 +747,12 @@ def _to_images_inner(dst, src, dt):
     * many images a multiple of 16 KiB apart (ResNet's 64x8x8 maps, 22 per chunk, and 32x16x16
       ones, 11 per chunk): the values of an inner loop fall in one L1 cache set and evict each
       other.  Copying the images first to rows 64 bytes longer (a cheap contiguous copy) took 99
-      instead of 252 us for the 22 images; for the 11 the copy alone gained nothing, but the
-      step did.  ResNet-20 step A/B: staging 16+ images 596 -> 581 ms; also staging 8+ images
-      608 -> 594, 650 -> 638 and 587 -> 575 ms.  The 32x16x16 layer timed alone, its input and
-      dZ still in the cache from the previous call, is 4-8 % slower staged; the setting follows
-      the training step.
+      instead of 252 us for the 22 images.  ResNet-20 step A/B: staging 16+ images 596 -> 581
+      ms; the 64x8x8 layer timed alone 19.1 -> 18.0 ms.  For the 11 images the copy alone
+      gains nothing: staging 8+ images once helped the step (608 -> 594 ms, before kernel
+      outputs were pooled); with pooled outputs, leaving them unstaged gave 548 -> 528,
+      561 -> 550 and 585 -> 589 ms in three step A/Bs (faster or even), and the 32x16x16 layer
+      timed alone 22.2 -> 21.2 ms.
     """
     nb = src.shape[0]
     if 1 < nb <= _PER_IMAGE_MAX:
