@@ -285,3 +285,22 @@ def test_graph_does_not_keep_dropped_intermediate_tensors_alive():
     assert ref() is None
     loss.backward()
     np.testing.assert_allclose(x.grad.numpy(), 2.0)
+
+
+def test_pooled_gradients_never_alias_live_arrays():
+    # gradients of 1 MiB live in recycled memory (kernels.workspace.output): a gradient the
+    # user kept must never be handed out again or written to
+    x = Tensor(np.ones((64, 32, 32, 4), np.float32), requires_grad=True)
+    (x * 2.0).sum().backward()
+    first = x.grad.data
+    (x * 3.0).sum().backward()  # accumulates into a new array
+    assert np.all(first == 2) and np.all(x.grad.data == 5) and not np.shares_memory(first, x.grad.data)
+    kept = x.grad
+    x.grad = None
+    (x * 4.0).sum().backward()
+    assert np.all(kept.data == 5) and np.all(x.grad.data == 4) and not np.shares_memory(kept.data, x.grad.data)
+    # a tensor used twice: the engine sums its two gradients into recycled memory
+    y = Tensor(np.ones((64, 32, 32, 4), np.float32), requires_grad=True)
+    z = y * 2.0
+    (z * z + z).sum().backward()  # d/dz = 2z + 1 = 5, d/dy = 10
+    assert np.all(y.grad.data == 10) and not np.shares_memory(y.grad.data, x.grad.data)
