@@ -141,7 +141,7 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
 # --------------------------------------------------------------------------- batch norm kernels
 #
 # How it runs.  Every per-channel reduction and every elementwise pass is made over chunks of
-# whole images (a slice of the batch axis, about 1.5 MiB each, see _chunks): the temporaries
+# whole images (a slice of the batch axis, about 1 MiB each, see _chunks): the temporaries
 # of a chunk stay in the cache, the chunks run on every core (kernels/parallel.py), and the
 # partial sums of the chunks are added in chunk order, so results do not depend on the threads.
 # Training forward is three streaming passes over x -- the mean, the centred sum of squares
@@ -149,11 +149,7 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
 # shift = beta - mean * scale -- and keeps x itself (not xhat) for the backward, which needs one
 # pass for its two sums and one for dx.
 
-# per chunk of images: big enough for threads to pay (workspace.row_chunks).  1.5 MiB rather
-# than 1 MiB leaves arrays under 3 MiB (ResNet's 64x8x8 maps) in one piece on one thread, and
-# cuts 8 MiB ones in 6 instead of 8: batch norm fwd+bwd on 128x64x8x8 2.94 -> 2.22 ms, the
-# ResNet-20 step A/B 570 -> 563 and 669 -> 641 ms (CPU time 1,012 -> 992 and 1,176 -> 1,121 ms)
-_CHUNK_BYTES = 3 << 19
+_CHUNK_BYTES = 1 << 20  # per chunk of images: big enough for threads to pay (workspace.row_chunks)
 
 
 def _chunks(x3: np.ndarray):
