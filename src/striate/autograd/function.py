@@ -163,15 +163,6 @@ def _check_devices(cls, arrays) -> None:
             return
 
 
-def _sum_grads(a, b):
-    """``a + b``: two gradients reaching one tensor (a tensor used twice, e.g. a residual block's
-    input).  Between NumPy arrays of one shape the sum goes into a recycled kernel output
-    (:func:`striate.kernels.workspace.output`), not fresh memory that faults its pages in."""
-    if type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape:
-        return np.add(a, b, out=workspace.output(a.shape, np.result_type(a, b)))
-    return a + b
-
-
 def _zeros_like_grads(grads, shape, dtype):
     """Zeros for an output that received no gradient, on the device of the others."""
     xp = backend.get_array_module(*[g for g in grads if g is not None])
@@ -295,6 +286,7 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None
             if t._node is not None:
                 slot = pending.setdefault(id(t._node), [None] * len(t._node.out_meta))
                 prev = slot[t._output_nr]
-                slot[t._output_nr] = g if prev is None else _sum_grads(prev, g)
+                # two gradients of one tensor (a residual block's input): summed into recycled memory
+                slot[t._output_nr] = g if prev is None else workspace.add(prev, g)
         if not retain_graph:
             node.ctx = None

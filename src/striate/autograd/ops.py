@@ -52,10 +52,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
-        if type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape and a.dtype == b.dtype:
-            # a residual sum of two activations: recycled output memory (see kernels/workspace.py)
-            return np.add(a, b, out=workspace.output(a.shape, a.dtype))
-        return np.add(a, b)
+        return workspace.add(a, b)  # a residual sum of two activations goes to recycled memory
 
     @staticmethod
     def backward(ctx, dy):

@@ -229,19 +229,15 @@ class Tensor:
         # the copy (and the running sum) of a NumPy gradient goes into recycled memory
         # (kernels.workspace.output): an input's gradient is as big as the input, and fresh
         # memory faults its pages in
-        host = type(g) is np.ndarray
         if self.grad is None:
-            if host:
+            if type(g) is np.ndarray:
                 grad = workspace.output(g.shape, self.dtype)
                 np.copyto(grad, g, casting="unsafe")
             else:
                 grad = backend.get_array_module(g).array(g, dtype=self.dtype, copy=True)
             self.grad = Tensor._wrap(grad)
-        elif host and type(self.grad.data) is np.ndarray and self.grad.data.shape == g.shape:
-            total = workspace.output(g.shape, np.result_type(self.grad.data, g))
-            self.grad.data = np.add(self.grad.data, g, out=total)
         else:
-            self.grad.data = self.grad.data + g
+            self.grad.data = workspace.add(self.grad.data, g)
 
     def backward(self, gradient=None, retain_graph: bool = False) -> None:
         """Accumulate d self / d leaf into every leaf's ``.grad``.

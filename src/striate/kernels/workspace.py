@@ -42,7 +42,7 @@ import numpy as np
 
 __all__ = [
     "get_memory_budget", "set_memory_budget", "get_chunk_target", "set_chunk_target",
-    "buffer", "clear", "held_bytes", "plan_chunks", "row_chunks", "output", "pooled_bytes",
+    "buffer", "clear", "held_bytes", "plan_chunks", "row_chunks", "output", "pooled_bytes", "add",
 ]
 
 _MiB = 1 << 20
@@ -226,6 +226,14 @@ def output(shape, dtype) -> np.ndarray:
         block = np.empty(nbytes, dtype=np.uint8)
         pool.setdefault(nbytes, []).append(block)
         return block.view(dtype).reshape(shape)
+
+
+def add(a, b):
+    """``np.add(a, b)``; two NumPy arrays of one shape (a residual sum, two gradients of one
+    tensor) are summed into a recycled :func:`output` instead of fresh memory."""
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape:
+        return np.add(a, b, out=output(a.shape, np.result_type(a, b)))
+    return np.add(a, b)
 
 
 def pooled_bytes() -> int:
