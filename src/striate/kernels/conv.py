@@ -592,9 +592,8 @@ def _flat_cols(buf, geom, nb, rows, dt, name="cols"):
     cols = workspace.buffer(name, (c, kk, nb, span), dt)
     item = buf.itemsize
     for r in range(0, kk, kw):
-        src = np.lib.stride_tricks.as_strided(buf[:, offsets[r]:], shape=(c, kw, nb, span),
-                                              strides=(buf.strides[0], step * item, hp * wp * item, item),
-                                              writeable=False)
+        src = workspace.strided(buf, (c, kw, nb, span), (buf.strides[0], step * item, hp * wp * item, item),
+                                offsets[r] * buf.strides[1])
         np.copyto(cols[:, r:r + kw], src)
     return cols.reshape(c * kk, nb * span)
 
@@ -776,8 +775,7 @@ def _bi_cols(buf, kernel, stride, dilation, out_hw, dt, name="cols"):
     c, _, _, nb = buf.shape
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
     sc, sr, sq, sn = buf.strides
-    view = np.lib.stride_tricks.as_strided(buf, (c, kh, kw, ho, wo, nb),
-                                           (sc, dh * sr, dw * sq, sh * sr, sw * sq, sn), writeable=False)
+    view = workspace.strided(buf, (c, kh, kw, ho, wo, nb), (sc, dh * sr, dw * sq, sh * sr, sw * sq, sn))
     cols = workspace.buffer(name, (c, kh, kw, ho, wo, nb), dt)
     np.copyto(cols, view)
     return cols.reshape(c * kh * kw, ho * wo * nb)

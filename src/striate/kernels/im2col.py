@@ -61,6 +61,7 @@ import numpy as np
 
 from ..backend import as_strided as _as_strided
 from ..backend import get_array_module
+from . import workspace
 from .shapes import effective_kernel
 
 __all__ = [
@@ -310,13 +311,12 @@ def im2col_padded_cl(xp: np.ndarray, out: np.ndarray, stride, dilation) -> np.nd
     nb, ho, wo, kh, kw, c = out.shape
     (sh, sw), (dh, dw) = stride, dilation
     sn, sr, sq, sc = xp.strides
-    as_strided = np.lib.stride_tricks.as_strided
     for i in range(kh):
         rows = xp[:, i * dh:]
         if dw == 1:
-            src = as_strided(rows, shape=(nb, ho, wo, kw * c), strides=(sn, sh * sr, sw * sq, sc), writeable=False)
-            row = out[:, :, :, i]
-            dst = as_strided(row, shape=(nb, ho, wo, kw * c), strides=row.strides[:3] + (row.strides[-1],))
+            src = workspace.strided(xp, (nb, ho, wo, kw * c), (sn, sh * sr, sw * sq, sc), i * dh * sr)
+            dst = workspace.strided(out, (nb, ho, wo, kw * c), out.strides[:3] + (out.strides[-1],),
+                                    i * out.strides[3], writeable=True)
             np.copyto(dst, src)
         else:
             for j in range(kw):

@@ -481,7 +481,7 @@ def _tile_view(a: np.ndarray, g: PoolGeometry, writeable: bool = False) -> np.nd
     for o, k, st in zip(g.out, g.kernel, a.strides[lead:]):
         shape += [o, k]
         strides += [st * k, st]
-    return np.lib.stride_tricks.as_strided(a, shape=shape, strides=strides, writeable=writeable)
+    return workspace.strided(a, shape, strides, writeable=writeable)
 
 
 def _tile_taps(g: PoolGeometry):

@@ -42,7 +42,7 @@ import numpy as np
 
 __all__ = [
     "get_memory_budget", "set_memory_budget", "get_chunk_target", "set_chunk_target",
-    "buffer", "clear", "held_bytes", "plan_chunks", "row_chunks", "output", "pooled_bytes", "add",
+    "buffer", "strided", "clear", "held_bytes", "plan_chunks", "row_chunks", "output", "pooled_bytes", "add",
 ]
 
 _MiB = 1 << 20
@@ -108,22 +108,44 @@ def buffer(name: str, shape, dtype) -> np.ndarray:
     reusable buffer ``name`` (grown when too small, never shrunk; 64-byte aligned).
 
     Valid until the same thread asks for ``name`` again: never return one to a caller.
+
+    The store keeps each buffer as its 64-byte-aligned bytes, so a request is one ``np.ndarray``
+    over them (about 1 us): the chunk loops ask for buffers hundreds of times a training step,
+    holding the GIL the other thread's chunks wait for (the version that realigned on every
+    request, through ``ndarray.ctypes``, took 7 us).
     """
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     store = _local.store
-    raw = store.get(name)
-    if raw is None or raw.nbytes < nbytes + 64:
+    mem = store.get(name)
+    if mem is None or mem.nbytes < nbytes:
         store.pop(name, None)
         share = _config["budget"] // max(1, _threads())
-        if sum(r.nbytes for r in store.values()) + nbytes + 64 > share:
+        if sum(m.nbytes for m in store.values()) + nbytes + 64 > share:
             # over this thread's share: let the other buffers go (a view still in use keeps
             # its memory alive until the chunk is done; later requests allocate afresh)
             store.clear()
         raw = np.empty(max(nbytes, 1) + 64, dtype=np.uint8)
-        store[name] = raw
-    shift = (-raw.ctypes.data) % 64
-    return raw[shift:shift + nbytes].view(dtype).reshape(shape)
+        shift = (-raw.ctypes.data) % 64
+        mem = store[name] = raw[shift:shift + max(nbytes, 1)]
+    return np.ndarray(shape, dtype, mem)
+
+
+def strided(a: np.ndarray, shape, strides, offset: int = 0, writeable: bool = False) -> np.ndarray:
+    """A view of ``a``'s memory with ``shape`` and byte ``strides``, starting ``offset`` bytes
+    after ``a``'s first element (read-only unless ``writeable``): what
+    ``np.lib.stride_tricks.as_strided`` makes, in about 1 instead of 9 us when ``a`` is
+    C-contiguous -- the chunk loops build such windows hundreds of times a step while holding
+    the GIL.  Nothing is checked beyond what NumPy checks: the view must stay inside ``a``."""
+    if a.flags.c_contiguous:
+        view = np.ndarray(shape, a.dtype, a, offset, strides)
+    else:
+        if offset:
+            a = np.lib.stride_tricks.as_strided(a, (offset // a.itemsize + 1,), (a.itemsize,))[offset // a.itemsize:]
+        view = np.lib.stride_tricks.as_strided(a, shape, strides, writeable=writeable)
+    if not writeable:
+        view.flags.writeable = False
+    return view
 
 
 # ---- recycled kernel outputs
@@ -249,7 +271,7 @@ def _threads() -> int:
 
 def held_bytes() -> int:
     """Bytes held by the buffers of every thread."""
-    return sum(raw.nbytes for bufs in list(_all) for raw in bufs.store.values())
+    return sum(mem.nbytes for bufs in list(_all) for mem in bufs.store.values())
 
 
 def clear() -> None:
