@@ -269,7 +269,7 @@ def test_images_inner_layout_on_big_batches(dtype, monkeypatch):
     c = 16384 // (32 * 32 * np.dtype(dtype).itemsize)
     names = []
     real = workspace.buffer
-    monkeypatch.setattr(workspace, "buffer", lambda name, *a: (names.append(name), real(name, *a))[1])
+    monkeypatch.setattr(workspace, "buffer", lambda name, *a, **k: (names.append(name), real(name, *a, **k))[1])
     saved = parallel.get_num_threads()
     parallel.set_num_threads(1)  # whole batches in one chunk
     try:
@@ -340,6 +340,31 @@ def test_buffer_reuse_and_alignment():
     t.start()
     t.join()
     assert not np.shares_memory(seen["buf"], c)  # one set of buffers per thread
+
+
+def test_zero_new_buffers_start_at_zero_and_keep_what_is_written():
+    a = workspace.buffer("t_zero_new", (4, 5), np.float64, zero_new=True)
+    np.testing.assert_array_equal(a, 0)
+    a[1:3] = 7
+    b = workspace.buffer("t_zero_new", (4, 5), np.float64, zero_new=True)
+    assert np.shares_memory(a, b)
+    np.testing.assert_array_equal(b[1:3], 7)
+    np.testing.assert_array_equal(b[[0, 3]], 0)
+
+
+@pytest.mark.parametrize("plan", PLANS[:1], indirect=True)
+def test_images_inner_grids_keep_their_zero_border(plan):
+    """Paddings whose images-innermost grids have one shape but their samples in different
+    places, alternated on one thread: each grid's border is zeroed once, so a grid shared
+    between them would leave samples of one in the border of the other."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = np.zeros(4)
+    for _ in range(2):
+        for pairs in (((1, 1), (1, 1)), ((2, 0), (0, 2)), ((0, 2), (2, 0))):
+            y = K.conv2d_forward_chunked(x, w, None, (1, 1), pairs, (1, 1), layout="batch_inner")
+            np.testing.assert_allclose(y, R.conv2d(x, w, b, (1, 1), pairs, (1, 1)), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("n,rows,per_row,threads,budget", [

@@ -103,11 +103,16 @@ _all: "weakref.WeakSet[_Buffers]" = weakref.WeakSet()
 _local = _Buffers()
 
 
-def buffer(name: str, shape, dtype) -> np.ndarray:
+def buffer(name: str, shape, dtype, zero_new: bool = False) -> np.ndarray:
     """An uninitialised C-contiguous array of ``shape`` and ``dtype``, backed by this thread's
     reusable buffer ``name`` (grown when too small, never shrunk; 64-byte aligned).
 
     Valid until the same thread asks for ``name`` again: never return one to a caller.
+
+    ``zero_new``: memory newly allocated for the buffer is zeroed, and what a caller leaves in
+    it stays there until the buffer is dropped (over the budget, :func:`clear`).  A caller
+    that gives a name of its own to one shape and always writes the same positions can so
+    keep the others -- a padded grid's border -- at zero without writing them again.
 
     The store keeps each buffer as its 64-byte-aligned bytes, so a request is one ``np.ndarray``
     over them (about 1 us): the chunk loops ask for buffers hundreds of times a training step,
@@ -125,7 +130,7 @@ def buffer(name: str, shape, dtype) -> np.ndarray:
             # over this thread's share: let the other buffers go (a view still in use keeps
             # its memory alive until the chunk is done; later requests allocate afresh)
             store.clear()
-        raw = np.empty(max(nbytes, 1) + 64, dtype=np.uint8)
+        raw = (np.zeros if zero_new else np.empty)(max(nbytes, 1) + 64, dtype=np.uint8)
         shift = (-raw.ctypes.data) % 64
         mem = store[name] = raw[shift:shift + max(nbytes, 1)]
     return np.ndarray(shape, dtype, mem)
