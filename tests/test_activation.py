@@ -593,3 +593,19 @@ def test_softplus_large_threshold_does_not_overflow():
             y.sum().backward()
         np.testing.assert_allclose(y.data, [big, 0.0, math.log1p(math.exp(0.5))], rtol=1e-6, atol=1e-30)
         np.testing.assert_allclose(t.grad.data, [1.0, 0.0, 1 / (1 + math.exp(-0.5))], rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("size", [8192 * 3, 1024 * 5, 1000, 8192 * 600])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_rows_bit_identical_to_maximum(size, dtype):
+    """ReLU's forward against a zero row of 8,192 or 1,024 values, or the scalar 0 (sizes that
+    neither divides), split over threads or not: np.maximum(x, 0) bit for bit, NaN, infinities
+    and signed zeros included."""
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal(size).astype(dtype)
+    x[:6] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0]
+    x = x.reshape(-1, 8)
+    y, _ = K.relu_forward(x)
+    expect = np.maximum(x, 0)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert np.array_equal(y.view(np.uint8), expect.view(np.uint8))

