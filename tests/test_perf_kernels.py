@@ -471,6 +471,31 @@ def test_chunked_batch_norm_matches_reference(shape, training, affine, tiny_bn_c
     assert np.array_equal(x, x0)
 
 
+@pytest.mark.parametrize("row_min", [1, 150, 10 ** 6])
+@pytest.mark.parametrize("strided", [False, True])
+def test_batch_norm_rows_of_whole_images(row_min, strided, monkeypatch):
+    """Per-channel rows spanning one image, two (7 images: three whole rows and one image left
+    over) or more images than the batch holds; and a strided view as the input."""
+    monkeypatch.setattr(KN, "_ROW_MIN", row_min)
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((7, 3, 5, 10 if strided else 5)) * 2.0 + 3.0
+    if strided:
+        x = x[..., ::2]
+        assert not x.flags.c_contiguous
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    dy = rng.standard_normal(x.shape)
+    y, cache = KN.batch_norm_forward(x, w, b, training=True, eps=1e-3)
+    ry, _, _ = RN.batch_norm(x, None, None, w, b, True, 0.1, 1e-3)
+    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
+    got = KN.batch_norm_backward(dy, cache)
+    ref = RN.batch_norm_backward(dy, x, None, None, w, b, True, 1e-3)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-11)
+    _, cache = KN.batch_norm_forward(x, w, b, cache.mean, cache.var, training=False, eps=1e-3)
+    np.testing.assert_allclose(KN.batch_norm_backward(dy, cache)[0], dy * (w / np.sqrt(cache.var + 1e-3))[:, None, None],
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_batch_norm_cache_holding_xhat_still_works():
     """A cache built the old way (``saved`` = xhat, as SyncBatchNorm builds it)."""
     rng = np.random.default_rng(9)
