@@ -716,7 +716,7 @@ def _bi_fill(x, n0, n1, padding, geo, dt, name="xbi"):
     996 ms)."""
     (hp, ah, bh), (wp, aw, bw) = geo
     shape = (x.shape[1], hp, wp, n1 - n0)
-    buf = workspace.buffer(f"{name}{shape}{geo}{dt.char}", shape, dt, zero_new=True)
+    buf = workspace.buffer((name, shape, geo, dt.char), shape, dt, zero_new=True)
     if bh > ah and bw > aw:
         (lo_h, _), (lo_w, _) = padding
         _to_images_inner(buf[:, ah:bh, aw:bw], x[n0:n1, :, ah - lo_h:bh - lo_h, aw - lo_w:bw - lo_w], dt)

@@ -103,9 +103,10 @@ _all: "weakref.WeakSet[_Buffers]" = weakref.WeakSet()
 _local = _Buffers()
 
 
-def buffer(name: str, shape, dtype, zero_new: bool = False) -> np.ndarray:
+def buffer(name, shape, dtype, zero_new: bool = False) -> np.ndarray:
     """An uninitialised C-contiguous array of ``shape`` and ``dtype``, backed by this thread's
-    reusable buffer ``name`` (grown when too small, never shrunk; 64-byte aligned).
+    reusable buffer ``name`` (a string, or any hashable key; grown when too small, never
+    shrunk; 64-byte aligned).
 
     Valid until the same thread asks for ``name`` again: never return one to a caller.
 
