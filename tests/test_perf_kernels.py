@@ -343,6 +343,24 @@ def test_buffer_reuse_and_alignment():
     assert not np.shares_memory(seen["buf"], c)  # one set of buffers per thread
 
 
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_strided_views_match_as_strided(contiguous):
+    """workspace.strided: the view as_strided makes, from an offset, read-only unless asked."""
+    base = np.arange(200.0).reshape(10, 20)
+    a = base if contiguous else base[:, ::2]
+    assert a.flags.c_contiguous == contiguous
+    shape, strides, offset = (3, 4), (a.strides[0], 2 * a.itemsize), a.strides[0] + a.strides[1]
+    got = workspace.strided(a, shape, strides, offset)
+    expect = np.lib.stride_tricks.as_strided(a[1, 1:], shape, strides)
+    np.testing.assert_array_equal(got, expect)
+    assert np.shares_memory(got, a) and not got.flags.writeable
+    w = workspace.strided(a, shape, strides, offset, writeable=True)
+    w[0, 0] = -1.0
+    assert a[1, 1] == -1.0
+    with pytest.raises(ValueError):
+        workspace.strided(base, (30,), (base.strides[1] * 10,))  # past the end of base
+
+
 def test_zero_new_buffers_start_at_zero_and_keep_what_is_written():
     a = workspace.buffer("t_zero_new", (4, 5), np.float64, zero_new=True)
     np.testing.assert_array_equal(a, 0)
