@@ -312,13 +312,13 @@ def im2col_padded_cl(xp: np.ndarray, out: np.ndarray, stride, dilation) -> np.nd
     (sh, sw), (dh, dw) = stride, dilation
     sn, sr, sq, sc = xp.strides
     for i in range(kh):
-        rows = xp[:, i * dh:]
         if dw == 1:
             src = workspace.strided(xp, (nb, ho, wo, kw * c), (sn, sh * sr, sw * sq, sc), i * dh * sr)
             dst = workspace.strided(out, (nb, ho, wo, kw * c), out.strides[:3] + (out.strides[-1],),
                                     i * out.strides[3], writeable=True)
             np.copyto(dst, src)
         else:
+            rows = xp[:, i * dh:]
             for j in range(kw):
                 np.copyto(out[:, :, :, i, j],
                           rows[:, : (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw])
