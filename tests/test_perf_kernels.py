@@ -107,13 +107,45 @@ def test_every_path_matches_the_naive_reference(case, layout, algorithm, plan):
 def test_partial_gradients(case, plan):
     x, w, b, stride, pairs, dil, _, dz, (dx_ref, dw_ref, db_ref) = _case(case)
     _, cache = K.conv2d_forward(x, w, b, stride, pairs, dil, 1)
-    for need in [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]:
+    for need in [(True, False, False), (False, True, False), (False, False, True), (False, True, True),
+                 (True, True, False), (True, True, True)]:
         got = K.conv2d_backward(dz, cache, need)
         for g, r, wanted in zip(got, (dx_ref, dw_ref, db_ref), need):
             if wanted:
                 np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-11)
             else:
                 assert g is None
+
+
+STRIDE1_FLIPPED = [i for i, c in enumerate(CASES) if c[2] == (1, 1) and c[1][2] * c[1][3] <= 9]
+
+
+@pytest.mark.parametrize("plan", PLANS, indirect=True)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", STRIDE1_FLIPPED)
+def test_dx_and_dw_from_one_column_matrix_of_dz(case, bias, plan, monkeypatch):
+    """Stride 1, images innermost, flipped dX: dX and dW both come from the columns of dZ
+    (``_backward_bi_shared``).  Same gradients as the naive loops and as the two-pass path
+    (columns of x for dW, of dZ for dX); the path is really taken unless an image is over budget
+    (the row-chunk plan), where the two-pass kernels take over."""
+    x, w, b, stride, pairs, dil, _, dz, (dx_ref, dw_ref, db_ref) = _case(case)
+    b = b if bias else None
+    _, cache = K.conv2d_forward(x, w, b, stride, pairs, dil, 1, layout="batch_inner")
+    calls = []
+    shared = K._backward_bi_shared
+    monkeypatch.setattr(K, "_backward_bi_shared", lambda *a: calls.append(1) or shared(*a))
+    dx, dw, db = K.conv2d_backward(dz, cache, algorithm="flipped", layout="batch_inner")
+    assert calls and (db is None) != bias
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-11, atol=1e-11)
+    if bias:
+        np.testing.assert_allclose(db, db_ref, rtol=1e-11, atol=1e-11)
+    assert dw.flags.c_contiguous and dw.dtype == w.dtype and dx.dtype == x.dtype
+    monkeypatch.setattr(K, "_SHARED_COLUMNS", False)
+    dx2, dw2, _ = K.conv2d_backward(dz, cache, algorithm="flipped", layout="batch_inner")
+    assert len(calls) == 1
+    np.testing.assert_allclose(dx2, dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw2, dw, rtol=1e-12, atol=1e-12)
 
 
 def test_default_choices():

@@ -81,7 +81,11 @@ choices can be forced, and every combination is tested against the naive referen
   a copy is its number of runs, not its bytes.  The product comes out ``(O, H_o, W_o, n)`` and
   turns to NCHW in the copy that adds the bias; the backward lays dZ out the same way once per
   chunk for dW, db and the col2im scatter.  Chosen for stride-1 layers up to 32 outputs wide
-  (LeNet-5's and ResNet-20's 3x3 and 5x5 layers).
+  (LeNet-5's and ResNet-20's 3x3 and 5x5 layers).  When both dX (flipped) and dW are wanted,
+  one column matrix serves both: the flipped dX's columns of the padded dZ, ``D``, hold for
+  each input position every dZ sample that position met through each tap, so
+  ``dW = x @ D^T`` (taps flipped back) -- one pass over the chunks, one column matrix (of dZ)
+  instead of two (of x for dW, of dZ for dX); see :func:`_backward_bi_shared`.
 * ``"channels_last"`` -- one row of ``K*K*C`` values per output position, built from a
   zero-padded NHWC copy of the chunk, one copy per kernel row (``im2col.im2col_padded_cl``);
   the GEMM ``z^T = colsT @ W^T`` with a tall row-major operand runs closest to OpenBLAS's peak.
@@ -824,6 +828,10 @@ def _backward_bi(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
     need_dx, need_dw, need_db = need
     ckk = c * kh * kw
     by_col2im = need_dx and algorithm == "col2im"
+    if _SHARED_COLUMNS and need_dx and need_dw and algorithm == "flipped" and all(s == 1 for s in stride):
+        grads = _backward_bi_shared(dz, x, w, x_shape, padding, dilation, need, threads)
+        if grads is not None:
+            return grads
     geo = _bi_geometry((h, wd), kernel, stride, padding, dilation, (ho, wo))
     per_image = o * p + (geo[0][0] * geo[1][0] * c + ckk * p) * need_dw + (ckk * p + c * h * wd) * by_col2im
     plan = _whole_image_plan(n, per_image * dt.itemsize, threads) if (need_dw or need_db or by_col2im) else []
@@ -858,6 +866,66 @@ def _backward_bi(dz, x, w, x_shape, stride, padding, dilation, need, algorithm, 
     dw, db = _weight_bias_parts(work, plan, threads, w.shape, need_dw, need_db)
     if need_dx and not by_col2im:
         dx = _dx_flipped(dz, w, x_shape, stride, padding, dilation)
+    return dx, dw, db
+
+
+# dX and dW of stride-1 images-innermost layers from one column matrix (False: two passes)
+_SHARED_COLUMNS = True
+
+
+def _backward_bi_shared(dz, x, w, x_shape, padding, dilation, need, threads):
+    """dX and dW of a stride-1 layer from one column matrix of dZ, images innermost.
+
+    The flipped-filter dX is ``dX (C, H*W*n) = Wf (C, O*K*K) @ D`` with ``D`` the columns of the
+    padded dZ, ``D[(o, i, j), (p, q, n)] = dZ[n, o, p + lo - (K-1-i)*d, q + lo - (K-1-j)*d]``
+    (zero outside dZ).  The same matrix gives dW: ``dW[o, c, K-1-i, K-1-j] = sum_{p,q,n}
+    x[n, c, p, q] * D[(o, i, j), (p, q, n)]``, i.e. ``x (C, H*W*n) @ D^T`` -- so one pass over
+    the chunks builds one column matrix (of dZ) instead of two (of x for dW, of dZ for dX).
+    None if an image is over budget.
+
+    ``D`` holds zeros where a tap falls outside dZ (the forward's padding), so the products
+    there pair an input value with zero: an infinite or NaN input value makes dW non-finite in
+    every tap of its channel, where the two-pass path (zeros in x's columns instead) leaves the
+    taps that never reach it finite.  Finite inputs: the same sums, up to rounding.
+
+    Measured (AMD EPYC, two threads, interleaved A/B): the backward of ResNet-20's layers
+    (batch 128) 25.2 -> 21.3 ms (16x32x32), 20.8 -> 17.5 ms (32x16x16), 17.0 -> 14.6 ms
+    (64x8x8); training steps ResNet-20 777 -> 725 ms, DenseNet-BC-40 1,136 -> 1,104 ms (its
+    3x3 layers take 48 channels to 12: ``D`` has 108 rows where x's columns had 432).  For
+    5x5 kernels (LeNet's conv2) col2im stays faster: 6.7 against 9.2 ms."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    kernel = (kh, kw)
+    dz_hw = dz.shape[2:]
+    dt = dz.dtype
+    need_dx, need_dw, need_db = need
+    okk = o * kh * kw
+    hw = h * wd
+    fpad = _flip_pairs((h, wd), dz_hw, kernel, dilation, padding)
+    geo = _bi_geometry(dz_hw, kernel, (1, 1), fpad, dilation, (h, wd))
+    per_image = geo[0][0] * geo[1][0] * o + okk * hw + 2 * c * hw
+    plan = _whole_image_plan(n, per_image * dt.itemsize, threads)
+    if plan is None:
+        return None
+    wf = _flip_transpose(w).reshape(c, okk)
+    dx = workspace.output(x_shape, dt)
+
+    def work(ch):
+        n0, n1 = ch[:2]
+        nb = n1 - n0
+        d = _bi_cols(_bi_fill(dz, n0, n1, fpad, geo, dt, name="dzbi"), kernel, (1, 1), dilation, (h, wd), dt)
+        z = np.matmul(wf, d, out=workspace.buffer("z", (c, hw * nb), dt))
+        np.copyto(dx[n0:n1], z.reshape(c, h, wd, nb).transpose(3, 0, 1, 2))
+        x2 = workspace.buffer("x2", (c, h, wd, nb), dt)
+        _to_images_inner(x2, x[n0:n1], dt)
+        part_w = _dot(x2.reshape(c, hw * nb), d.T)  # (C, O*K*K), taps flipped
+        part_b = np.einsum("nopq->o", dz[n0:n1]) if need_db else None
+        return part_w, part_b
+
+    parts = parallel.run_chunks(work, plan, threads, _QUIET)
+    dwf = _sum_parts(parts, 0).reshape(c, o, kh, kw)
+    dw = np.ascontiguousarray(dwf[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    db = _sum_parts(parts, 1) if need_db else None
     return dx, dw, db
 
 
