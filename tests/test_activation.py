@@ -609,3 +609,24 @@ def test_relu_rows_bit_identical_to_maximum(size, dtype):
     expect = np.maximum(x, 0)
     assert y.dtype == dtype and y.shape == x.shape
     assert np.array_equal(y.view(np.uint8), expect.view(np.uint8))
+
+
+@pytest.mark.parametrize("size", [1000, 8192 * 600])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_bit_exact(size, dtype):
+    """ReLU's backward (integer mask passes, split over threads for big arrays): dy where not
+    (y <= 0) -- NaN outputs pass their gradient, as in PyTorch -- and +0.0 elsewhere, even for an
+    infinite or NaN dy (``dy * mask`` would give NaN there, and -0.0 for a negative dy)."""
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal(size).astype(dtype)
+    dy = rng.standard_normal(size).astype(dtype)
+    x[:8] = [np.nan, -1.0, -2.0, 0.0, -0.0, 3.0, -4.0, np.inf]
+    dy[:8] = [5.0, np.inf, -np.inf, np.nan, -7.0, -0.0, -3.0, 2.0]
+    y, cache = K.relu_forward(x)
+    dy_copy = dy.copy()
+    dx = K.relu_backward(dy, cache)
+    expect = np.where(~(y <= 0), dy, dtype(0.0))
+    assert dx.dtype == dtype and dx.shape == x.shape
+    assert np.array_equal(dx.view(np.uint8), expect.view(np.uint8))
+    assert np.array_equal(dy.view(np.uint8), dy_copy.view(np.uint8))
+    assert dx[0] == 5.0 and not np.signbit(dx[1:5]).any()
