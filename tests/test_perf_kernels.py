@@ -141,9 +141,18 @@ def test_dx_and_dw_from_one_column_matrix_of_dz(case, bias, plan, monkeypatch):
     if bias:
         np.testing.assert_allclose(db, db_ref, rtol=1e-11, atol=1e-11)
     assert dw.flags.c_contiguous and dw.dtype == w.dtype and dx.dtype == x.dtype
+    # x and dZ in Fortran order (the chunk copies read any strides): the same gradients, inputs untouched
+    xv, dzv = np.asfortranarray(x), np.asfortranarray(dz)
+    saved = (xv.copy(), dzv.copy())
+    _, cache_v = K.conv2d_forward(xv, w, b, stride, pairs, dil, 1, layout="batch_inner")
+    dxv, dwv, _ = K.conv2d_backward(dzv, cache_v, algorithm="flipped", layout="batch_inner")
+    assert len(calls) == 2
+    np.testing.assert_allclose(dxv, dx_ref, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dwv, dw_ref, rtol=1e-11, atol=1e-11)
+    assert np.array_equal(xv, saved[0]) and np.array_equal(dzv, saved[1])
     monkeypatch.setattr(K, "_SHARED_COLUMNS", False)
     dx2, dw2, _ = K.conv2d_backward(dz, cache, algorithm="flipped", layout="batch_inner")
-    assert len(calls) == 1
+    assert len(calls) == 2
     np.testing.assert_allclose(dx2, dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw2, dw, rtol=1e-12, atol=1e-12)
 
