@@ -175,6 +175,11 @@ def test_default_choices():
     assert K.conv_layout(32, (3, 3), pad1, (1, 1), (1, 1), (16, 16), (16, 16)) == "batch_inner"
     assert K.conv_layout(6, (5, 5), ((0, 0), (0, 0)), (1, 1), (1, 1), (14, 14), (10, 10)) == "batch_inner"
     assert K.conv_layout(1, (5, 5), pad2, (1, 1), (1, 1), (28, 28), (28, 28)) == "batch_inner"
+    # few values a column for the output channels (an RGB stem): over the padded grid instead
+    assert K.conv_layout(3, (3, 3), pad1, (1, 1), (1, 1), (32, 32), (32, 32), 16) == "padded_grid"
+    assert K.conv_layout(3, (3, 3), pad1, (1, 1), (1, 1), (32, 32), (32, 32), 13) == "batch_inner"
+    assert K.conv_layout(1, (5, 5), pad2, (1, 1), (1, 1), (28, 28), (28, 28), 6) == "batch_inner"
+    assert K.conv_layout(16, (3, 3), pad1, (1, 1), (1, 1), (32, 32), (32, 32), 16) == "batch_inner"
     assert K.conv_layout(3, (1, 1), ((0, 0), (0, 0))) == "pointwise"
     assert K.conv_layout(3, (1, 1), pad1) != "pointwise"
     with pytest.raises(ValueError, match="algorithm"):
