@@ -881,7 +881,8 @@ _SHARED_COLUMNS = True
 
 
 def _backward_bi_shared(dz, x, w, x_shape, padding, dilation, need, threads):
-    """dX and dW of a stride-1 layer from one column matrix of dZ, images innermost.
+    """dX and dW (and db if ``need[2]``) of a stride-1 layer from one column matrix of dZ,
+    images innermost.
 
     The flipped-filter dX is ``dX (C, H*W*n) = Wf (C, O*K*K) @ D`` with ``D`` the columns of the
     padded dZ, ``D[(o, i, j), (p, q, n)] = dZ[n, o, p + lo - (K-1-i)*d, q + lo - (K-1-j)*d]``
@@ -905,7 +906,7 @@ def _backward_bi_shared(dz, x, w, x_shape, padding, dilation, need, threads):
     kernel = (kh, kw)
     dz_hw = dz.shape[2:]
     dt = dz.dtype
-    need_dx, need_dw, need_db = need
+    need_db = need[2]
     okk = o * kh * kw
     hw = h * wd
     fpad = _flip_pairs((h, wd), dz_hw, kernel, dilation, padding)
